@@ -1,0 +1,254 @@
+"""Cost model: cycles, bytes and picojoules of a layer on an array, counted off its schedule.
+
+``compute_cycles`` follows SCALE-Sim 3's output-stationary convention exactly (see
+:mod:`hwprune.schedule`); ``fill_cycles`` is what the generated RTL adds around it, so that
+``compute_cycles + fill_cycles`` is the cycle count a simulation of on-chip execution reports.
+``stall_cycles`` is the time the array would wait for SRAM or DRAM beyond that, assuming double
+buffering overlaps transfers with compute; the RTL's memories are preloaded, so it is not simulated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .config import ArrayConfig
+from .ir import LayerSpec
+from .patterns import Dense, SparsityPattern
+from .schedule import Schedule, make_schedule
+
+__all__ = ["Traffic", "LayerCost", "ModelCost", "estimate_layer", "estimate_model", "layer_mask"]
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """Bytes moved per memory level.  ``*_sram`` are on-chip buffer ↔ array transfers."""
+
+    weights_sram: int
+    index_sram: int
+    acts_sram: int
+    outputs_sram: int
+    weights_dram: int
+    index_dram: int
+    acts_dram: int
+    outputs_dram: int
+
+    @property
+    def sram(self) -> int:
+        return self.weights_sram + self.index_sram + self.acts_sram + self.outputs_sram
+
+    @property
+    def dram(self) -> int:
+        return self.weights_dram + self.index_dram + self.acts_dram + self.outputs_dram
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "sram": self.sram, "dram": self.dram}
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCost:
+    """What one layer costs on one array under one pattern (or mask)."""
+
+    name: str
+    kind: str
+    M: int
+    K: int
+    N: int
+    groups: int
+    pattern: str
+    exact: bool              # True when counted from a mask (or a pattern that fixes the count)
+    compute_cycles: int
+    fill_cycles: int
+    stall_cycles: int
+    macs_dense: int
+    macs_nonzero: int
+    macs_executed: int
+    bytes: Traffic
+    energy_pj: float
+    energy_breakdown: Mapping[str, float]
+    array_pes: int
+
+    @property
+    def cycles(self) -> int:
+        return self.compute_cycles + self.fill_cycles + self.stall_cycles
+
+    @property
+    def array_cycles(self) -> int:
+        """Cycles with every operand on chip: what the cycle-accurate simulation reports."""
+        return self.compute_cycles + self.fill_cycles
+
+    @property
+    def bound_cycles(self) -> int:
+        """Physical bound ⌈non-zero MACs / (R·C)⌉."""
+        return math.ceil(self.macs_nonzero / self.array_pes)
+
+    @property
+    def utilization(self) -> float:
+        """Useful (non-zero) MACs per PE-cycle: bound_cycles / cycles, at most 1."""
+        return self.macs_nonzero / (self.array_pes * self.cycles) if self.cycles else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "M": self.M, "K": self.K, "N": self.N,
+                "groups": self.groups, "pattern": self.pattern, "exact": self.exact,
+                "cycles": self.cycles, "compute_cycles": self.compute_cycles,
+                "fill_cycles": self.fill_cycles, "stall_cycles": self.stall_cycles,
+                "macs_dense": self.macs_dense, "macs_nonzero": self.macs_nonzero,
+                "macs_executed": self.macs_executed, "utilization": self.utilization,
+                "bound_cycles": self.bound_cycles, "bytes": self.bytes.to_dict(),
+                "energy_pj": self.energy_pj, "energy_breakdown_pj": dict(self.energy_breakdown)}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCost:
+    """Per-layer costs of a model plus its totals."""
+
+    array: ArrayConfig
+    layers: tuple[LayerCost, ...]
+
+    def total(self, attr: str) -> float:
+        return sum(getattr(layer, attr) for layer in self.layers)
+
+    @property
+    def cycles(self) -> int:
+        return int(self.total("cycles"))
+
+    @property
+    def bytes(self) -> Traffic:
+        out = Traffic(0, 0, 0, 0, 0, 0, 0, 0)
+        for layer in self.layers:
+            out = out + layer.bytes
+        return out
+
+    @property
+    def latency_us(self) -> float:
+        return self.cycles / self.array.clock_mhz
+
+    def to_dict(self) -> dict[str, object]:
+        return {"array": self.array.to_dict(), "layers": [layer.to_dict() for layer in self.layers],
+                "total": {"cycles": self.cycles, "compute_cycles": int(self.total("compute_cycles")),
+                          "macs_dense": int(self.total("macs_dense")),
+                          "macs_nonzero": int(self.total("macs_nonzero")),
+                          "macs_executed": int(self.total("macs_executed")),
+                          "energy_pj": self.total("energy_pj"), "latency_us": self.latency_us,
+                          "bytes": self.bytes.to_dict()}}
+
+
+def layer_mask(spec: LayerSpec) -> np.ndarray | None:
+    """The layer's own non-zero mask when its weights are known and actually sparse."""
+    if spec.weight is None:
+        return None
+    mask = spec.weight != 0
+    return None if mask.all() else mask
+
+
+def _input_elems(spec: LayerSpec) -> int:
+    if spec.conv is not None:
+        g = spec.conv
+        return g.batch * g.in_channels * g.in_size[0] * g.in_size[1]
+    return spec.M * spec.K * spec.groups
+
+
+def _count(spec: LayerSpec, array: ArrayConfig, sched: Schedule, pattern: SparsityPattern,
+           mask: np.ndarray | None) -> LayerCost:
+    R, C = array.rows, array.cols
+    kp = sched.tile_k_prime()                                          # (groups, col_tiles)
+    cols_in = np.minimum(C, sched.n_out - np.arange(sched.col_tiles) * C)  # real columns per tile
+    slot_words = int((kp * cols_in).sum())                            # (value, index) pairs per row sweep
+    macs_executed = slot_words * spec.M
+    # activation positions a fold reads: whole windows of the issued groups (partial last one shorter)
+    window = np.full(sched.k_groups, array.group_size, dtype=np.int64)
+    if spec.K % array.group_size:
+        window[-1] = spec.K % array.group_size
+    positions = (sched.issued.astype(np.int64) @ window).astype(np.float64)
+    if not sched.exact:
+        positions = positions * sched.expected_issue
+    act_reads = int(round(positions.sum())) * spec.M
+
+    wb, ib, ab, accb = array.weight_bits, array.index_bits, array.act_bits, array.acc_bits
+    slot_index_bits = ib if sched.slots < sched.group_size else 0      # dense needs no indices
+    w_store = math.ceil(slot_words * wb / 8)
+    i_store = math.ceil(slot_words * slot_index_bits / 8)
+    rt = sched.row_tiles
+    # Column folds are outer, row folds inner: a weight tile serves all row folds in a row, so it
+    # is fetched once if two tiles fit (double buffering); the input is re-read per column fold
+    # unless it fits whole.
+    tile_bytes = math.ceil(int(kp.max(initial=0)) * C * (wb + slot_index_bits) / 8)
+    w_refetch = 1 if 2 * tile_bytes <= array.weight_sram_kib * 1024 else rt
+    in_bytes = math.ceil(_input_elems(spec) * ab / 8)
+    a_refetch = 1 if in_bytes <= array.act_sram_kib * 1024 else sched.col_tiles
+    outputs = spec.M * sched.n_out * spec.groups
+    traffic = Traffic(
+        weights_sram=w_store * rt, index_sram=i_store * rt, acts_sram=math.ceil(act_reads * ab / 8),
+        outputs_sram=math.ceil(outputs * accb / 8),
+        weights_dram=w_store * w_refetch, index_dram=i_store * w_refetch,
+        acts_dram=in_bytes * a_refetch, outputs_dram=math.ceil(outputs * ab / 8))
+
+    compute = sched.compute_cycles()
+    fill = sched.fill_cycles()
+    busy = compute + fill
+    sram_need = max(traffic.weights_sram + traffic.index_sram, traffic.acts_sram, traffic.outputs_sram)
+    transfer = max(traffic.dram / array.dram_bytes_per_cycle, sram_need / array.sram_bytes_per_cycle)
+    stall = max(0, math.ceil(transfer) - busy)
+
+    if mask is not None:
+        nonzero = int(mask.sum()) * spec.M
+    elif spec.has_weights:
+        nonzero = round(spec.macs * pattern.density)
+    else:
+        nonzero = spec.macs
+    e = array.energy
+    hops = macs_executed * (wb + slot_index_bits + ab) / 8           # operand bytes passed PE to PE
+    breakdown = {
+        "mac": macs_executed * e.mac,
+        "mux": macs_executed * e.mux if sched.slots < sched.group_size else 0.0,
+        "pe_registers": hops * e.reg_byte,
+        "sram": traffic.sram * e.sram_byte,
+        "dram": traffic.dram * e.dram_byte,
+    }
+    return LayerCost(spec.name, str(spec.kind), spec.M, spec.K, spec.N, spec.groups, str(pattern),
+                     sched.exact and (mask is not None or pattern.kind in ("dense", "nm")),
+                     compute, fill, stall, spec.macs, nonzero, macs_executed, traffic,
+                     float(sum(breakdown.values())), breakdown, R * C)
+
+
+def estimate_layer(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern | None = None,
+                   mask: np.ndarray | None = None) -> LayerCost:
+    """Cost of one layer.
+
+    Parameters
+    ----------
+    spec : LayerSpec
+        The layer.
+    array : ArrayConfig
+        The accelerator.
+    pattern : SparsityPattern, optional
+        What-if pattern; defaults to the layer's recorded sparsity, else dense.
+    mask : ndarray, optional
+        N×K boolean mask for exact counting (padding slots, skipped groups).  When neither a
+        pattern nor a mask is given and the layer's weights contain zeros, their non-zeros are
+        the mask.
+    """
+    if mask is None and pattern is None:
+        mask = layer_mask(spec)
+    pat = pattern if pattern is not None else (spec.sparsity or Dense())
+    if not spec.has_weights:
+        pat, mask = Dense(), None
+    sched = make_schedule(spec, array, pat, mask)
+    return _count(spec, array, sched, pat, mask)
+
+
+def estimate_model(specs: Sequence[LayerSpec], array: ArrayConfig,
+                   pattern: SparsityPattern | None = None,
+                   masks: Mapping[str, np.ndarray] | None = None,
+                   patterns: Mapping[str, SparsityPattern] | None = None) -> ModelCost:
+    """Cost of every layer: ``patterns`` (per layer name) beats ``pattern`` beats each layer's own."""
+    masks = masks or {}
+    patterns = patterns or {}
+    return ModelCost(array, tuple(
+        estimate_layer(s, array, patterns.get(s.name, pattern), masks.get(s.name)) for s in specs))

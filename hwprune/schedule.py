@@ -1,0 +1,275 @@
+"""The one schedule: in which order a layer's work runs on the output-stationary N:M array.
+
+Three users walk the same :class:`Schedule`: the cost model counts its cycles and accesses, the
+memory-image writer lays words out in the order :meth:`Schedule.folds` yields them, and the RTL
+controller is generated from it.  A dataflow or sparsity mode is a parameter here, never a class.
+
+Order of work (the SCALE-Sim output-stationary order):
+
+* for each conv group g (independent GEMMs, e.g. depthwise channels),
+* for each column fold ``tc`` (C output channels), for each row fold ``tr`` (R output rows):
+  one *fold*; its weight tile is the same for every ``tr``;
+* inside a fold, for each issued K group (``group_size`` consecutive K positions; groups that are
+  zero in every column of the tile are skipped when the array has group skipping): ``slots``
+  weight slots, each a (value, index) pair per column; a last, partial group of r < M positions
+  issues only min(r, slots) slots.
+
+A fold with K′ issued slots occupies the array for K′ + R + C − 2 cycles (skew in, accumulate,
+skew out).  ``compute_cycles`` = Σ_folds (K′ + R + C − 2) − 1 is SCALE-Sim 3's ``Total Cycles``
+convention for the output-stationary dataflow (dense and layer-wise N:M).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ArrayConfig
+from .errors import ConfigError, UnsupportedLayerError
+from .ir import LayerSpec
+from .patterns import NM, Channel, Dense, SparsityPattern
+
+__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "RTL_START_CYCLES"]
+
+#: Cycles the generated RTL spends outside the SCALE-Sim count, per layer: one cycle from
+#: ``start`` to the first memory read issuing, one for the memory read latency, and the final
+#: drain (see :meth:`Schedule.fill_cycles`).  Owned jointly with ``rtl/``: change both together.
+RTL_START_CYCLES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """One fold: a C-column weight tile against an R-row activation tile.
+
+    ``k_groups`` are the issued K-group indices in issue order; ``k_slots`` the matching slot
+    counts (``slots``, or fewer for a last partial group); ``k_prime`` their sum.
+    """
+
+    index: int
+    group: int
+    col_tile: int
+    row_tile: int
+    row_start: int
+    row_count: int
+    col_start: int   # within the conv group's N/groups channels
+    col_count: int
+    k_groups: np.ndarray
+    k_slots: np.ndarray
+
+    @property
+    def k_prime(self) -> int:
+        return int(self.k_slots.sum())
+
+
+def group_slot_counts(k: int, group_size: int, slots: int) -> np.ndarray:
+    """Slots each K group issues: ``slots`` per full group, min(K mod M, slots) for a partial last one."""
+    n_groups = math.ceil(k / group_size)
+    counts = np.full(n_groups, slots, dtype=np.int64)
+    rem = k % group_size
+    if rem:
+        counts[-1] = min(rem, slots)
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The order of work for one layer on one array under one issue width.
+
+    ``issued[g, tc, kg]`` says whether K group ``kg`` is issued for column tile ``tc`` of conv
+    group ``g``.  It is exact when the schedule was built from a mask; built from a pattern
+    alone, ``expected_issue`` (a fraction per weight tile) carries the statistical estimate and
+    ``issued`` marks every group.
+    """
+
+    rows: int              # R
+    cols: int              # C
+    M: int
+    K: int
+    n_out: int             # output channels per conv group after channel compaction
+    groups: int
+    group_size: int        # hardware M of N:M
+    slots: int             # issue width N of N:M (== group_size: dense)
+    issued: np.ndarray     # bool (groups, col_tiles, k_groups)
+    expected_issue: float = 1.0
+    kept_channels: np.ndarray | None = None  # (groups, n_out) original channel index per column
+
+    @property
+    def row_tiles(self) -> int:
+        return math.ceil(self.M / self.rows)
+
+    @property
+    def col_tiles(self) -> int:
+        return math.ceil(self.n_out / self.cols)
+
+    @property
+    def k_groups(self) -> int:
+        return math.ceil(self.K / self.group_size)
+
+    @property
+    def folds_count(self) -> int:
+        return self.groups * self.col_tiles * self.row_tiles
+
+    @property
+    def exact(self) -> bool:
+        return self.expected_issue == 1.0
+
+    def slot_counts(self) -> np.ndarray:
+        return group_slot_counts(self.K, self.group_size, self.slots)
+
+    def tile_k_prime(self) -> np.ndarray:
+        """K′ (issued slots) of every weight tile, shape (groups, col_tiles)."""
+        kp = self.issued.astype(np.int64) @ self.slot_counts()
+        if not self.exact:
+            kp = np.rint(kp * self.expected_issue).astype(np.int64)
+        return kp
+
+    def fold_cycles(self) -> np.ndarray:
+        """Cycles of each weight tile's fold (each repeated ``row_tiles`` times): K′ + R + C − 2."""
+        return self.tile_k_prime() + self.rows + self.cols - 2
+
+    def compute_cycles(self) -> int:
+        """Σ over folds (K′ + R + C − 2) − 1: SCALE-Sim 3's output-stationary ``Total Cycles``."""
+        return int(self.fold_cycles().sum()) * self.row_tiles - 1
+
+    def fill_cycles(self) -> int:
+        """Cycles the RTL adds outside the SCALE-Sim count: start, memory latency, final drain."""
+        return RTL_START_CYCLES + 1
+
+    def folds(self) -> Iterator[Fold]:
+        """Folds in execution order (what the image writer lays out and the controller runs)."""
+        if not self.exact:
+            raise ConfigError("this schedule is a statistical estimate (no mask): build it from a "
+                              "mask to walk its folds")
+        counts = self.slot_counts()
+        index = 0
+        for g in range(self.groups):
+            for tc in range(self.col_tiles):
+                kgs = np.flatnonzero(self.issued[g, tc])
+                c0 = tc * self.cols
+                for tr in range(self.row_tiles):
+                    r0 = tr * self.rows
+                    yield Fold(index, g, tc, tr, r0, min(self.rows, self.M - r0), c0,
+                               min(self.cols, self.n_out - c0), kgs, counts[kgs])
+                    index += 1
+
+
+def _issue_width(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern,
+                 mask: np.ndarray | None) -> int:
+    gs = array.group_size
+    if isinstance(pattern, NM):
+        slots = array.slots_for(pattern.n, pattern.m)
+        if mask is not None:
+            occ = _max_occupancy(mask, gs)
+            if occ > slots:
+                raise ConfigError(f"{spec.name}: mask has {occ} non-zeros in a group of {gs}; "
+                                  f"pattern {pattern} allows {slots}")
+        return slots
+    if mask is not None:
+        occ = _max_occupancy(mask, gs)
+    elif isinstance(pattern, (Dense, Channel)):
+        occ = gs
+    else:
+        occ = _expected_max_occupancy(spec, array, pattern)
+    return min((s for s in array.slot_options if s >= occ), default=gs)
+
+
+def _max_occupancy(mask: np.ndarray, group_size: int) -> int:
+    n, k = mask.shape
+    pad = (-k) % group_size
+    m = np.pad(mask, ((0, 0), (0, pad))) if pad else mask
+    return int(m.reshape(n, -1, group_size).sum(axis=2).max(initial=0))
+
+
+def _expected_max_occupancy(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern) -> int:
+    """Smallest occupancy that bounds every (row, group) of the layer with probability ≥ ½.
+
+    Unstructured weights are kept independently with probability d, so a group's count is
+    Binomial(M, d); a layer-wide issue width must cover the maximum over all N·⌈K/M⌉ groups.
+    Blocks narrower than a group are treated the same way at block granularity.
+    """
+    gs, d = array.group_size, pattern.density
+    n_groups = spec.N * math.ceil(spec.K / gs)
+    pmf = [math.comb(gs, j) * d ** j * (1 - d) ** (gs - j) for j in range(gs + 1)]
+    cdf = np.cumsum(pmf)
+    for occ in range(gs + 1):
+        if cdf[occ] >= 1 - 1e-12 or n_groups * math.log(max(cdf[occ], 1e-300)) >= math.log(0.5):
+            return occ
+    return gs
+
+
+def _expected_issue(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern, n_out: int) -> float:
+    """Expected fraction of K groups issued per weight tile when only the density is known."""
+    if not array.group_skipping or isinstance(pattern, (Dense, NM, Channel)):
+        return 1.0
+    gs, cols, d = array.group_size, min(array.cols, n_out), pattern.density
+    if hasattr(pattern, "bh"):
+        # a tile group is skipped when every block that touches it was dropped
+        blocks = math.ceil(cols / pattern.bh) * math.ceil(gs / pattern.bw)
+    else:
+        blocks = cols * gs
+    return 1.0 - (1.0 - d) ** blocks
+
+
+def make_schedule(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern | None = None,
+                  mask: np.ndarray | None = None) -> Schedule:
+    """Schedule ``spec`` on ``array``.
+
+    ``mask`` (N×K booleans, or the weights' non-zeros) makes the schedule exact: real padding
+    slots and real skipped groups.  Without it the pattern's density gives a statistical
+    estimate.  ``pattern`` defaults to the layer's recorded sparsity, else dense.
+    """
+    if array.dataflow != "os":
+        raise UnsupportedLayerError(f"dataflow {array.dataflow!r} has no schedule yet (supported: 'os')")
+    pattern = pattern if pattern is not None else (spec.sparsity or Dense())
+    if not spec.has_weights and not isinstance(pattern, Dense):
+        raise UnsupportedLayerError(f"{spec.name}: activation×activation matmul cannot take "
+                                    f"weight pattern {pattern}")
+    gs = array.group_size
+    kg = math.ceil(spec.K / gs)
+    npg = spec.n_per_group
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool)
+        if mask.shape != (spec.N, spec.K):
+            raise ConfigError(f"{spec.name}: mask of shape {mask.shape} is not N×K = {(spec.N, spec.K)}")
+    kept = None
+    if isinstance(pattern, Channel):
+        if mask is not None:
+            rows_alive = mask.reshape(spec.groups, npg, spec.K).any(axis=2)
+            n_out = max(1, int(rows_alive.sum(axis=1).max()))
+            kept = np.full((spec.groups, n_out), -1, dtype=np.int64)
+            for g in range(spec.groups):
+                idx = np.flatnonzero(rows_alive[g])
+                kept[g, : idx.size] = idx
+        else:
+            n_out = max(1, round(pattern.keep * npg))
+    else:
+        n_out = npg
+    slots = _issue_width(spec, array, pattern, mask)
+    col_tiles = math.ceil(n_out / array.cols)
+    expected = 1.0
+    if mask is not None and array.group_skipping:
+        issued = _issued_from_mask(mask, spec.groups, npg, kept, array.cols, col_tiles, gs, kg)
+    else:
+        issued = np.ones((spec.groups, col_tiles, kg), dtype=bool)
+        if mask is None:
+            expected = _expected_issue(spec, array, pattern, n_out)
+    return Schedule(array.rows, array.cols, spec.M, spec.K, n_out, spec.groups, gs, slots,
+                    issued, expected, kept)
+
+
+def _issued_from_mask(mask: np.ndarray, groups: int, npg: int, kept: np.ndarray | None, cols: int,
+                      col_tiles: int, gs: int, kg: int) -> np.ndarray:
+    n, k = mask.shape
+    pad = (-k) % gs
+    m = np.pad(mask, ((0, 0), (0, pad))) if pad else mask
+    any_in_group = m.reshape(n, kg, gs).any(axis=2).reshape(groups, npg, kg)
+    if kept is not None:
+        rows = np.where(kept >= 0, kept, 0)
+        any_in_group = np.take_along_axis(any_in_group, rows[:, :, None], axis=1) & (kept >= 0)[:, :, None]
+    n_out = any_in_group.shape[1]
+    padded = np.zeros((groups, col_tiles * cols, kg), dtype=bool)
+    padded[:, :n_out] = any_in_group
+    return padded.reshape(groups, col_tiles, cols, kg).any(axis=2)
