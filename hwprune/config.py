@@ -98,6 +98,8 @@ class ArrayConfig:
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ArrayConfig:
         """Build and validate from the TOML structure; errors name ``source``, key and value."""
         r = _Reader(data, source)
+        r.reject_unknown({"name", "rows", "cols", "dataflow", "clock_mhz", "sparsity", "bits", "memory", "energy"})
+        name, rows, cols = r.str("name", source), r.int("rows"), r.int("cols")
         sp, bits, mem, en = r.table("sparsity"), r.table("bits"), r.table("memory"), r.table("energy")
         m = sp.int("m", 4)
         slots = tuple(sorted(set(sp.int_list("n", [1, 2, m] if m >= 2 else [1]))))
@@ -116,17 +118,17 @@ class ArrayConfig:
         for key, value in (("weight", wb), ("activation", ab), ("accumulator", accb)):
             if value > 64:
                 raise ConfigError(f"{bits.where(key)}: at most 64 bits are supported, not {value}")
-        energy = EnergyTable(**{k: en.float(k, getattr(EnergyTable, k), minimum=0.0)
+        defaults = EnergyTable()
+        energy = EnergyTable(**{k: en.float(k, getattr(defaults, k), minimum=0.0)
                                 for k in EnergyTable.__dataclass_fields__})
         cfg = cls(
-            name=r.str("name", source), rows=r.int("rows"), cols=r.int("cols"), dataflow=dataflow,
+            name=name, rows=rows, cols=cols, dataflow=dataflow,
             clock_mhz=r.float("clock_mhz", 500.0), group_size=m, slot_options=slots,
             group_skipping=sp.bool("group_skipping", True), weight_bits=wb, act_bits=ab, acc_bits=accb,
             weight_sram_kib=mem.float("weight_sram_kib", 256), act_sram_kib=mem.float("act_sram_kib", 256),
             out_sram_kib=mem.float("out_sram_kib", 128),
             sram_bytes_per_cycle=mem.float("sram_bytes_per_cycle", 128),
             dram_bytes_per_cycle=mem.float("dram_bytes_per_cycle", 16), energy=energy)
-        r.reject_unknown({"name", "rows", "cols", "dataflow", "clock_mhz", "sparsity", "bits", "memory", "energy"})
         sp.reject_unknown({"m", "n", "group_skipping"})
         bits.reject_unknown({"weight", "activation", "accumulator"})
         mem.reject_unknown({"weight_sram_kib", "act_sram_kib", "out_sram_kib", "sram_bytes_per_cycle",

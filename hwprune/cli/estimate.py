@@ -1,0 +1,81 @@
+"""``hwprune estimate``: cycles, bytes and energy of every layer of a model on an array."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_array, preset_names
+from ..cost import ModelCost, estimate_model
+from ..patterns import Dense, parse_pattern
+
+PATTERN_HELP = ("sparsity pattern applied to every weight layer: dense, N:M (2:4, 1:4), "
+                "unstructured:DENSITY, block:BHxBW:DENSITY, channel:KEEP — numbers are fractions "
+                "kept. Default: each layer's own (a CSV Sparsity column, a pruned checkpoint), else dense")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "estimate", help="cycles, bytes and energy per layer on an array",
+        description="Estimate each layer's cycles (compute, fill/drain, stall), utilization, bytes "
+                    "moved and energy on an output-stationary N:M sparse systolic array.",
+        epilog="examples:\n"
+               "  hwprune estimate resnet18 --array os16x16 --pattern 2:4\n"
+               "  hwprune estimate model.onnx --array my_array.toml --json\n"
+               "  hwprune estimate topology.csv --array os32x32   # SCALE-Sim topology\n"
+               "MODEL is a zoo name, an .onnx file, a SCALE-Sim .csv or a checkpoint saved by "
+               "`hwprune prune`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="zoo name, .onnx, SCALE-Sim .csv, or hwprune .pt checkpoint")
+    p.add_argument("--array", default="os16x16", metavar="PRESET|FILE.toml",
+                   help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: os16x16)")
+    p.add_argument("--pattern", default=None, help=PATTERN_HELP)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..importers import load_model
+
+    array = load_array(args.array)
+    pattern = parse_pattern(args.pattern) if args.pattern else None
+    specs = load_model(args.model)
+    cost = estimate_model(specs, array, pattern)
+    dense = estimate_model(specs, array, Dense(), masks={}) if pattern is not None or any(
+        layer.pattern != "dense" for layer in cost.layers) else cost
+    if args.json:
+        out = cost.to_dict()
+        out["model"] = args.model
+        out["total"]["speedup_vs_dense"] = dense.cycles / cost.cycles
+        print(json.dumps(out, indent=2))
+    else:
+        render(cost, dense, title=f"{args.model} on {array.name}")
+    return 0
+
+
+def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:
+    """Rich table of per-layer costs with a totals row and the speedup over dense."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col, just in (("layer", "left"), ("M", "right"), ("K", "right"), ("N", "right"),
+                      ("pattern", "left"), ("cycles", "right"), ("util", "right"),
+                      ("KiB moved", "right"), ("µJ", "right")):
+        t.add_column(col, justify=just, no_wrap=col != "layer")
+    for layer in cost.layers:
+        name = layer.name if layer.groups == 1 else f"{layer.name} (g={layer.groups})"
+        t.add_row(name, f"{layer.M:,}", f"{layer.K:,}", f"{layer.N:,}", layer.pattern,
+                  f"{layer.cycles:,}", f"{layer.utilization:.0%}",
+                  f"{(layer.bytes.sram + layer.bytes.dram) / 1024:,.1f}", f"{layer.energy_pj / 1e6:,.2f}")
+    traffic = cost.bytes
+    util = cost.total("macs_nonzero") / (cost.array.rows * cost.array.cols * cost.cycles)
+    t.add_section()
+    t.add_row("total", "", "", "", "", f"{cost.cycles:,}", f"{util:.0%}",
+              f"{(traffic.sram + traffic.dram) / 1024:,.1f}", f"{cost.total('energy_pj') / 1e6:,.2f}",
+              style="bold")
+    console = Console()
+    console.print(t)
+    console.print(f"latency {cost.latency_us:,.1f} µs at {cost.array.clock_mhz:g} MHz · "
+                  f"speedup over dense {dense.cycles / cost.cycles:.2f}× · "
+                  f"energy {dense.total('energy_pj') / cost.total('energy_pj'):.2f}× lower")
