@@ -19,8 +19,19 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES = ("estimate", "search", "prune", "export", "hw", "report", "demo")
 
 
+class _UsageError(HwPruneError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors are one line and exit 2 too."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hwprune",
         description="Hardware/software co-design of pruned networks for N:M sparse systolic arrays.\n"
                     "  estimate  cycles, bytes and energy of each layer on an array\n"
@@ -41,13 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _UsageError(HwPruneError):
-    pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.error = lambda message: (_ for _ in ()).throw(_UsageError(message))  # type: ignore[method-assign]
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
