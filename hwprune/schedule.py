@@ -34,10 +34,11 @@ from .patterns import NM, Channel, Dense, SparsityPattern
 
 __all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "RTL_START_CYCLES"]
 
-#: Cycles the generated RTL spends outside the SCALE-Sim count, per layer: one cycle from
-#: ``start`` to the first memory read issuing, one for the memory read latency, and the final
-#: drain (see :meth:`Schedule.fill_cycles`).  Owned jointly with ``rtl/``: change both together.
-RTL_START_CYCLES = 2
+#: Cycles the generated RTL (``hwprune.rtl``) takes from the cycle ``start`` is high to the cycle
+#: it issues the first schedule-stream read.  Owned with ``rtl/``: change both together.
+RTL_START_CYCLES = 1
+#: Memory read latency in front of the array: schedule stream, then weights and activations.
+_RTL_READ_LATENCY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +136,16 @@ class Schedule:
         return int(self.fold_cycles().sum()) * self.row_tiles - 1
 
     def fill_cycles(self) -> int:
-        """Cycles the RTL adds outside the SCALE-Sim count: start, memory latency, final drain."""
-        return RTL_START_CYCLES + 1
+        """Cycles the RTL adds outside the SCALE-Sim count, independent of the layer and array.
+
+        The RTL's folds run back to back for Σ (K′ + R + C − 2) = ``compute_cycles`` + 1 cycles;
+        around them it spends ``RTL_START_CYCLES`` before the first fold, the read latency of
+        the schedule stream and of the weight/activation memories (2) at the end of the last
+        fold (its drain finishes those cycles later), and one cycle for ``done`` to rise after
+        the last output row is written.  ``start`` cycle to first ``done`` cycle is
+        ``compute_cycles + fill_cycles``.
+        """
+        return RTL_START_CYCLES + 1 + _RTL_READ_LATENCY + 1
 
     def folds(self) -> Iterator[Fold]:
         """Folds in execution order (what the image writer lays out and the controller runs)."""

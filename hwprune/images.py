@@ -1,0 +1,471 @@
+"""Memory map of the generated array and the images that load a layer into it.
+
+The RTL (:mod:`hwprune.rtl`) and this module share one :class:`MemoryMap`, computed from the
+:class:`~hwprune.config.ArrayConfig` and the issue width N alone, so one bitstream (one Verilator
+build) serves every layer.  A layer becomes *data* by walking :meth:`Schedule.folds` once:
+
+``weights``  one word per issued slot, in fold order, weight tiles stored once (row folds of the
+             same column tile reuse them): C × (value, index); dense arrays (N = M) store no index.
+``stream``   the schedule stream, one word per slot (same address as ``weights``): the
+             activation word to read, as an offset inside the row tile's activation block —
+             the K group for N < M, the K position for dense.
+``acts``     per (conv group, row tile) a block of activation words: R × window, window = the M
+             values of one K group (N < M) or one K position (dense); zero-padded rows and K.
+``desc``     one fold descriptor per fold: weight base, K′ (slots issued), activation base, last.
+``outputs``  R words per fold (rows of the tile), C × acc_bits each, written by the drain.
+
+Every word is ``repeat`` copies of its fields, least significant first (``Field`` order), and
+is written as one ``$readmemh`` line of ⌈width/4⌉ hex digits.  More formats register in
+:data:`IMAGE_FORMATS`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import ArrayConfig
+from .errors import ConfigError, ExportError, UnsupportedLayerError
+from .io import write_text
+from .ir import LayerSpec
+from .patterns import SparsityPattern
+from .schedule import Schedule, make_schedule
+
+__all__ = ["Field", "MemoryLayout", "MemoryMap", "memory_map", "LayerImages", "build_images",
+           "write_images", "read_images", "decode_outputs", "reference_outputs", "wrap",
+           "IMAGE_FORMATS", "MEMORIES"]
+
+#: memories in the order the image files are written
+MEMORIES = ("weights", "stream", "acts", "desc", "outputs")
+
+
+def _clog2(n: int) -> int:
+    return max(1, math.ceil(math.log2(n))) if n > 1 else 1
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a memory word: ``bits`` wide, two's complement when ``signed``."""
+
+    name: str
+    bits: int
+    signed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLayout:
+    """A memory: ``depth`` words, each ``repeat`` × (fields, LSB first)."""
+
+    name: str
+    depth: int
+    fields: tuple[Field, ...]
+    repeat: int = 1
+
+    @property
+    def element_bits(self) -> int:
+        return sum(f.bits for f in self.fields)
+
+    @property
+    def width(self) -> int:
+        return self.repeat * self.element_bits
+
+    @property
+    def addr_bits(self) -> int:
+        return _clog2(self.depth)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "depth": self.depth, "width": self.width, "repeat": self.repeat,
+                "fields": [{"name": f.name, "bits": f.bits, "signed": f.signed} for f in self.fields]}
+
+    def pack(self, values: np.ndarray) -> list[int]:
+        """Words from ``values`` of shape (words, repeat, fields) (or (words, repeat) for one field)."""
+        v = np.asarray(values, dtype=np.int64)
+        if v.ndim == 2:
+            v = v[:, :, None]
+        if v.shape[1:] != (self.repeat, len(self.fields)):
+            raise ExportError(f"{self.name}: values of shape {v.shape} do not match "
+                              f"(words, {self.repeat}, {len(self.fields)})")
+        words = [0] * v.shape[0]
+        shift = 0
+        for e in range(self.repeat):
+            for i, f in enumerate(self.fields):
+                if f.bits == 0:
+                    continue
+                col = v[:, e, i]
+                lo, hi = (-(1 << (f.bits - 1)), (1 << (f.bits - 1))) if f.signed else (0, 1 << f.bits)
+                if col.size and (col.min() < lo or col.max() >= hi):
+                    raise ExportError(f"{self.name}.{f.name}: value out of range for {f.bits} bits")
+                col = (col & ((1 << f.bits) - 1) if f.bits < 64 else col).tolist()
+                words = [w | (int(c) % (1 << f.bits)) << shift for w, c in zip(words, col)]
+                shift += f.bits
+        return words
+
+    def unpack(self, words: list[int]) -> np.ndarray:
+        """Inverse of :meth:`pack`: (words, repeat, fields) as Python ints in an object array."""
+        out = np.zeros((len(words), self.repeat, len(self.fields)), dtype=object)
+        shift = 0
+        for e in range(self.repeat):
+            for i, f in enumerate(self.fields):
+                mask = (1 << f.bits) - 1
+                for n, w in enumerate(words):
+                    x = (w >> shift) & mask
+                    if f.signed and f.bits and x >> (f.bits - 1):
+                        x -= 1 << f.bits
+                    out[n, e, i] = x
+                shift += f.bits
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryMap:
+    """Geometry of one design: array shape, issue width and the five memories."""
+
+    rows: int
+    cols: int
+    group_size: int
+    slots: int
+    acc_bits: int
+    memories: Mapping[str, MemoryLayout]
+
+    @property
+    def dense(self) -> bool:
+        return self.slots == self.group_size
+
+    @property
+    def window(self) -> int:
+        """Activations a PE holds per slot: the M values of a group, or one for a dense array."""
+        return 1 if self.dense else self.group_size
+
+    @property
+    def max_folds(self) -> int:
+        return self.memories["desc"].depth
+
+    def __getitem__(self, name: str) -> MemoryLayout:
+        return self.memories[name]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rows": self.rows, "cols": self.cols, "group_size": self.group_size,
+                "slots": self.slots, "acc_bits": self.acc_bits, "window": self.window,
+                "memories": {k: v.to_dict() for k, v in self.memories.items()}}
+
+
+def memory_map(array: ArrayConfig, slots: int) -> MemoryMap:
+    """The memories of the design for ``array`` issuing ``slots`` per group, sized by its SRAMs."""
+    if not isinstance(array, ArrayConfig):
+        raise ConfigError(f"array must be an ArrayConfig, not {array!r}")
+    if slots not in array.slot_options:
+        raise ConfigError(f"array {array.name!r} issues N in {array.slot_options} per group, not {slots!r}")
+    R, C, M = array.rows, array.cols, array.group_size
+    dense = slots == M
+    ib = 0 if dense else array.index_bits
+    window = 1 if dense else M
+    wb, ab, accb = array.weight_bits, array.act_bits, array.acc_bits
+
+    def depth(kib: float, width: int, what: str) -> int:
+        d = int(kib * 8192) // width
+        if d < 1:
+            raise ConfigError(f"array {array.name!r}: {what} of {kib} KiB holds no {width}-bit word")
+        return d
+
+    w_depth = depth(array.weight_sram_kib, C * (wb + ib), "weight_sram_kib")
+    a_depth = depth(array.act_sram_kib, R * window * ab, "act_sram_kib")
+    o_depth = depth(array.out_sram_kib, C * accb, "out_sram_kib")
+    folds = max(1, o_depth // R)
+    weights = MemoryLayout("weights", w_depth, (Field("value", wb, True), Field("index", ib)), C)
+    stream = MemoryLayout("stream", w_depth, (Field("act_offset", _clog2(a_depth)),))
+    acts = MemoryLayout("acts", a_depth, (Field("act", ab, True),), R * window)
+    desc = MemoryLayout("desc", folds, (Field("w_base", _clog2(w_depth)), Field("k_prime", _clog2(w_depth + 1)),
+                                        Field("a_base", _clog2(a_depth)), Field("last", 1)))
+    outputs = MemoryLayout("outputs", folds * R, (Field("psum", accb, True),), C)
+    return MemoryMap(R, C, M, slots, accb, {"weights": weights, "stream": stream, "acts": acts,
+                                            "desc": desc, "outputs": outputs})
+
+
+def wrap(x: np.ndarray, bits: int) -> np.ndarray:
+    """Two's-complement wrap of int64 values to ``bits`` (the accumulator's overflow semantics)."""
+    x = np.asarray(x, dtype=np.int64)
+    if bits >= 64:
+        return x
+    half = np.int64(1) << np.int64(bits - 1)
+    return ((x + half) & ((np.int64(1) << np.int64(bits)) - 1)) - half
+
+
+def reference_outputs(weights: np.ndarray, acts: np.ndarray, groups: int, acc_bits: int) -> np.ndarray:
+    """The numpy reference: per group X_g · W_gᵀ in int64, wrapped to ``acc_bits``; (groups, M, N/groups)."""
+    w = np.asarray(weights, dtype=np.int64)
+    x = np.asarray(acts, dtype=np.int64)
+    npg = w.shape[0] // groups
+    out = np.stack([x[g] @ w[g * npg:(g + 1) * npg].T for g in range(groups)])
+    return wrap(out, acc_bits)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerImages:
+    """A layer laid out for one design: the words of every memory plus the expected outputs."""
+
+    layer: str
+    schedule: Schedule
+    map: MemoryMap
+    words: Mapping[str, list[int]]          # MEMORIES → words (outputs: the expected words)
+    expected: np.ndarray                    # (groups, M, n_out) int64, the reference outputs
+    meta: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def folds(self) -> int:
+        return len(self.words["desc"])
+
+
+def _check_int8(name: str, a: np.ndarray, bits: int) -> np.ndarray:
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ConfigError(f"{name} must be integers (quantize first), not {a.dtype}")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise ConfigError(f"{name} must lie in [{lo}, {hi}] for {bits}-bit operands, "
+                          f"found [{a.min()}, {a.max()}]")
+    return a.astype(np.int64)
+
+
+def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array: ArrayConfig,
+                 pattern: SparsityPattern | None = None) -> LayerImages:
+    """Lay ``layer`` out for the array: walk ``Schedule.folds()`` and fill every memory.
+
+    Parameters
+    ----------
+    layer : LayerSpec
+        The layer (its GEMM shape and conv groups are used).
+    weights : ndarray
+        N×K integer weights; their non-zeros are the mask the schedule is built from.
+    acts : ndarray
+        im2col'd integer activations, (groups, M, K) or (M, K) for one group.
+    array : ArrayConfig
+    pattern : SparsityPattern, optional
+        Chooses the issue width (e.g. 2:4); defaults to the layer's own, else dense.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        When the layer does not fit the memories sized by the array config.
+    """
+    if not layer.has_weights:
+        raise UnsupportedLayerError(f"{layer.name}: activation×activation matmuls have no weight "
+                                    "memory image; simulate them as a GEMM with --gemm")
+    w = _check_int8("weights", weights, array.weight_bits)
+    x = _check_int8("activations", acts, array.act_bits)
+    if x.ndim == 2:
+        x = x[None]
+    if w.shape != (layer.N, layer.K):
+        raise ConfigError(f"{layer.name}: weights of shape {w.shape} are not N×K = {(layer.N, layer.K)}")
+    if x.shape != (layer.groups, layer.M, layer.K):
+        raise ConfigError(f"{layer.name}: activations of shape {x.shape} are not "
+                          f"(groups, M, K) = {(layer.groups, layer.M, layer.K)}")
+    sched = make_schedule(layer, array, pattern, w != 0)
+    mm = memory_map(array, sched.slots)
+    R, C, Mg, S = mm.rows, mm.cols, mm.group_size, mm.slots
+    kg_n = sched.k_groups
+    kpad = kg_n * Mg
+    npg = layer.n_per_group
+    expected = reference_outputs(w, x, layer.groups, array.acc_bits)
+
+    # weight tiles, in the order the folds first use them
+    w_values, w_index, stream, tile_base = [], [], [], {}
+    a_block = kg_n if not mm.dense else layer.K
+    base = 0
+    for fold in sched.folds():
+        key = (fold.group, fold.col_tile)
+        if key in tile_base:
+            continue
+        tile_base[key] = base
+        chans = np.arange(fold.col_start, fold.col_start + C)
+        if sched.kept_channels is not None:
+            kept = sched.kept_channels[fold.group]
+            chans = np.where(chans < kept.size, kept[np.minimum(chans, kept.size - 1)], -1)
+        chans = np.where(chans < npg, chans, -1)
+        tile = np.zeros((C, kpad), dtype=np.int64)
+        live = chans >= 0
+        tile[live, : layer.K] = w[fold.group * npg + chans[live]]
+        tile = tile.reshape(C, kg_n, Mg)
+        sel_kg = np.repeat(fold.k_groups, fold.k_slots)
+        sel_j = np.concatenate([np.arange(n) for n in fold.k_slots]) if fold.k_slots.size else \
+            np.zeros(0, dtype=np.int64)
+        if mm.dense:
+            vals = tile[:, sel_kg, sel_j]
+            idx = np.zeros_like(vals)
+            offs = sel_kg * Mg + sel_j
+        else:
+            nz = tile != 0
+            rank = np.cumsum(nz, axis=2) - 1
+            v = np.zeros((C, kg_n, S), dtype=np.int64)
+            ix = np.zeros((C, kg_n, S), dtype=np.int64)
+            c_i, g_i, p_i = np.nonzero(nz)
+            r_i = rank[c_i, g_i, p_i]
+            v[c_i, g_i, r_i] = tile[c_i, g_i, p_i]
+            ix[c_i, g_i, r_i] = p_i
+            vals, idx, offs = v[:, sel_kg, sel_j], ix[:, sel_kg, sel_j], sel_kg
+        w_values.append(vals.T)
+        w_index.append(idx.T)
+        stream.append(offs)
+        base += int(fold.k_prime)
+
+    n_slots = base
+    n_folds = sched.folds_count
+    n_act = layer.groups * sched.row_tiles * a_block
+    for name, need in (("weights", n_slots), ("acts", n_act), ("desc", n_folds), ("outputs", n_folds * R)):
+        if need > mm[name].depth:
+            kib = {"weights": "weight_sram_kib", "acts": "act_sram_kib"}.get(name, "out_sram_kib")
+            raise UnsupportedLayerError(
+                f"{layer.name}: needs {need} {name} words but array {array.name!r} holds "
+                f"{mm[name].depth} ({kib} = {getattr(array, kib)}); use a larger array config or "
+                "split the layer")
+
+    # activation blocks per (conv group, row tile)
+    xp = np.zeros((layer.groups, sched.row_tiles * R, kpad), dtype=np.int64)
+    xp[:, : layer.M, : layer.K] = x
+    if mm.dense:
+        blocks = xp.reshape(layer.groups, sched.row_tiles, R, kpad)[..., : layer.K]
+        act_words = blocks.transpose(0, 1, 3, 2).reshape(-1, R)               # (.., K, R)
+    else:
+        blocks = xp.reshape(layer.groups, sched.row_tiles, R, kg_n, Mg)
+        act_words = blocks.transpose(0, 1, 3, 2, 4).reshape(-1, R * Mg)      # (.., kg, R, M)
+
+    desc, out_words = [], []
+    folds = list(sched.folds())
+    ypad = np.zeros((layer.groups, sched.row_tiles * R, sched.col_tiles * C), dtype=np.int64)
+    if sched.kept_channels is None:
+        ypad[:, : layer.M, :npg] = expected
+    else:
+        for g in range(layer.groups):
+            kept = sched.kept_channels[g]
+            ypad[g, : layer.M, : kept.size] = np.where(kept >= 0, expected[g][:, np.maximum(kept, 0)], 0)
+    for f in folds:
+        a_base = (f.group * sched.row_tiles + f.row_tile) * a_block
+        desc.append((tile_base[(f.group, f.col_tile)], f.k_prime, a_base, int(f.index == n_folds - 1)))
+        out_words.append(ypad[f.group, f.row_start: f.row_start + R, f.col_start: f.col_start + C])
+    wv = np.concatenate(w_values) if w_values else np.zeros((0, C), dtype=np.int64)
+    wi = np.concatenate(w_index) if w_index else np.zeros((0, C), dtype=np.int64)
+    words = {
+        "weights": mm["weights"].pack(np.stack([wv, wi], axis=2)),
+        "stream": mm["stream"].pack(np.concatenate(stream)[:, None] if stream else np.zeros((0, 1))),
+        "acts": mm["acts"].pack(act_words),
+        "desc": mm["desc"].pack(np.array(desc, dtype=np.int64)[:, None, :]),
+        "outputs": mm["outputs"].pack(np.concatenate(out_words)),
+    }
+    meta = {"layer": layer.name, "M": layer.M, "K": layer.K, "N": layer.N, "groups": layer.groups,
+            "slots": S, "group_size": Mg, "folds": n_folds,
+            "pattern": str(pattern) if pattern is not None else None}
+    return LayerImages(layer.name, sched, mm, words, expected, meta)
+
+
+def decode_outputs(words: list[int], images: LayerImages) -> np.ndarray:
+    """Output-memory words (fold order) back to (groups, M, n_out) int64, padding dropped."""
+    sched, mm = images.schedule, images.map
+    R, C = mm.rows, mm.cols
+    n_folds = images.folds
+    if len(words) < n_folds * R:
+        raise ExportError(f"{images.layer}: {len(words)} output words, expected {n_folds * R}")
+    vals = _unpack_signed(words[: n_folds * R], mm["outputs"]).reshape(n_folds, R, C)
+    groups = sched.groups
+    npg = images.expected.shape[2]
+    ypad = np.zeros((groups, sched.row_tiles * R, sched.col_tiles * C), dtype=np.int64)
+    for f in sched.folds():
+        ypad[f.group, f.row_start: f.row_start + R, f.col_start: f.col_start + C] = vals[f.index]
+    if sched.kept_channels is None:
+        return ypad[:, : sched.M, :npg]
+    out = np.zeros((groups, sched.M, npg), dtype=np.int64)
+    for g in range(groups):
+        kept = sched.kept_channels[g]
+        for c, ch in enumerate(kept):
+            if ch >= 0:
+                out[g, :, ch] = ypad[g, : sched.M, c]
+    return out
+
+
+def _unpack_signed(words: list[int], layout: MemoryLayout) -> np.ndarray:
+    """Fast path for single-field words of ≤ 64-bit signed elements: (words, repeat) int64."""
+    (f,) = layout.fields
+    nbytes = math.ceil(layout.width / 8)
+    if f.bits % 8 or f.bits > 64:
+        return layout.unpack(words)[:, :, 0].astype(np.int64)
+    raw = b"".join(w.to_bytes(nbytes, "little") for w in words)
+    dt = {8: "<i1", 16: "<i2", 32: "<i4", 64: "<i8"}.get(f.bits)
+    if dt is None:
+        return layout.unpack(words)[:, :, 0].astype(np.int64)
+    arr = np.frombuffer(raw, dtype=dt).reshape(len(words), -1)[:, : layout.repeat]
+    return arr.astype(np.int64)
+
+
+# -- file formats ------------------------------------------------------------------------------
+
+def _hex_text(words: list[int], width: int) -> str:
+    digits = math.ceil(width / 4)
+    return "".join(f"{w:0{digits}x}\n" for w in words)
+
+
+def _write_hex(path: Path, words: list[int], layout: MemoryLayout, *, force: bool) -> Path:
+    return write_text(path, _hex_text(words, layout.width), force=force)
+
+
+def _read_hex(path: Path, layout: MemoryLayout) -> list[int]:
+    words = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("//")[0].strip()
+        if not line or line.startswith("@"):
+            if line.startswith("@"):
+                raise ExportError(f"{path}:{n}: address records are not supported")
+            continue
+        try:
+            words.append(int(line, 16))
+        except ValueError:
+            raise ExportError(f"{path}:{n}: not a hex word: {line!r}") from None
+        if words[-1] >> layout.width:
+            raise ExportError(f"{path}:{n}: word wider than {layout.width} bits")
+    return words
+
+
+#: image formats: name → (suffix, writer(path, words, layout, force=...), reader(path, layout) | None)
+IMAGE_FORMATS: dict[str, tuple[str, Callable, Callable | None]] = {
+    "hex": (".hex", _write_hex, _read_hex),
+}
+
+
+def write_images(images: LayerImages, out_dir: str | Path, *, fmt: str = "hex",
+                 force: bool = False) -> dict[str, Path]:
+    """Write every memory image (``outputs`` holds the expected outputs) and ``images.json``.
+
+    Returns the paths by memory name (plus ``"manifest"``).  Files are written atomically and
+    never overwritten without ``force``.
+    """
+    if fmt not in IMAGE_FORMATS:
+        raise ExportError(f"unknown image format {fmt!r} (known: {', '.join(IMAGE_FORMATS)})")
+    suffix, writer, _ = IMAGE_FORMATS[fmt]
+    out = Path(out_dir)
+    paths = {}
+    for name in MEMORIES:
+        paths[name] = writer(out / f"{name}{suffix}", images.words[name], images.map[name], force=force)
+    manifest = {"format": fmt, "meta": dict(images.meta), "map": images.map.to_dict(),
+                "words": {name: len(images.words[name]) for name in MEMORIES},
+                "files": {name: p.name for name, p in paths.items()}}
+    paths["manifest"] = write_text(out / "images.json", json.dumps(manifest, indent=2) + "\n", force=force)
+    return paths
+
+
+def read_images(out_dir: str | Path, mm: MemoryMap, *, fmt: str = "hex") -> dict[str, list[int]]:
+    """Read the words of every memory image written by :func:`write_images` for design ``mm``."""
+    suffix, _, reader = IMAGE_FORMATS.get(fmt, (None, None, None))
+    if reader is None:
+        raise ExportError(f"image format {fmt!r} cannot be read back")
+    out = Path(out_dir)
+    words = {}
+    for name in MEMORIES:
+        path = out / f"{name}{suffix}"
+        if not path.is_file():
+            raise ExportError(f"{path}: missing memory image")
+        words[name] = reader(path, mm[name])
+        if len(words[name]) > mm[name].depth:
+            raise ExportError(f"{path}: {len(words[name])} words exceed the memory depth {mm[name].depth}")
+    return words
