@@ -212,7 +212,7 @@ def _transformer(seed: int) -> Task:
     return Task("transformer", "TinyTransformer: is token 3 more frequent than token 5? (synthetic)",
                 "TinyTransformer", MappingProxyType(kwargs),
                 Split((x[tr],), y[tr]), Split((x[va],), y[va]), Split((x[te],), y[te]),
-                epochs=12, lr=1e-3, batch_size=64)
+                epochs=6, lr=1e-3, batch_size=64)
 
 
 def _gcn(seed: int) -> Task:

@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .tasks import Batch, Task
 
 __all__ = ["deterministic", "train", "evaluate", "train_task", "TrainHistory", "forward_batch",
-           "refresh_pruned"]
+           "refresh_pruned", "clone_model"]
 
 DEFAULT_THREADS = 2
 
@@ -46,19 +46,29 @@ def deterministic(seed: int, threads: int = DEFAULT_THREADS) -> Iterator[torch.G
             torch.set_num_threads(old_threads)
 
 
-def refresh_pruned(model: nn.Module) -> None:
+def refresh_pruned(model: nn.Module, *, grad: bool = False) -> nn.Module:
     """Recompute every ``torch.nn.utils.prune`` reparametrised tensor from ``*_orig * *_mask``.
 
     Modules whose pruned weight is read by a parent rather than by their own ``forward``
     (``MultiheadAttention.out_proj``, the Transformer fast path) would otherwise see a stale
-    tensor after an optimizer step.
+    tensor after an optimizer step.  With ``grad=False`` the tensors are graph leaves, so the
+    model can be deep-copied (``copy.deepcopy`` refuses non-leaf tensors).
     """
     from torch.nn.utils import prune
 
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod) and hasattr(module, hook._tensor_name + "_orig"):
-                setattr(module, hook._tensor_name, hook.apply_mask(module))
+    with torch.set_grad_enabled(grad):
+        for module in model.modules():
+            for hook in list(module._forward_pre_hooks.values()):
+                if isinstance(hook, prune.BasePruningMethod) and hasattr(module, hook._tensor_name + "_orig"):
+                    setattr(module, hook._tensor_name, hook.apply_mask(module))
+    return model
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy that also works for pruned models (masks and ``*_orig`` included)."""
+    import copy
+
+    return copy.deepcopy(refresh_pruned(model))
 
 
 def forward_batch(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -142,10 +152,11 @@ def train(model: nn.Module, task: Task, *, epochs: int | None = None, lr: float 
                 if on_step is not None:
                     on_step(step)
                 opt.zero_grad(set_to_none=True)
+                refresh_pruned(model, grad=True)
                 loss = F.cross_entropy(forward_batch(model, batch), batch.targets)
                 loss.backward()
                 opt.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 step += 1
                 advance()
             history.loss.append(sum(losses) / max(1, len(losses)))

@@ -1,0 +1,29 @@
+"""Pruning: importance criteria × sparsity patterns × scope × schedule, with fine-tuning.
+
+Criteria (:mod:`.criteria`) score every weight of a layer as an N×K matrix; patterns
+(:mod:`hwprune.patterns`) turn scores into masks; :class:`.method.PatternPruning` applies them
+through ``torch.nn.utils.prune``; schedules (:mod:`.schedules`) decide when; plans (:mod:`.plan`)
+give each layer its own pattern; :func:`.shrink.shrink_channels` removes pruned channels.
+"""
+
+from .criteria import (CRITERIA, Criterion, LayerContext, LayerStats, criterion_names, get_criterion,
+                       register_criterion)
+from .engine import (SCOPES, PruneResult, Target, apply_masks, apply_patterns, collect_stats,
+                     compute_scores, current_masks, global_patterns, make_permanent, prunable_layers,
+                     prune_model)
+from .method import PatternPruning, as_matrix, pattern_prune
+from .plan import PruningPlan, load_plan, plan_from_dict, save_plan
+from .schedules import SCHEDULES, agp_sparsity, at_fraction, iterative_fractions
+from .shrink import removed_channels, shrink_channels
+
+__all__ = [
+    "CRITERIA", "Criterion", "LayerContext", "LayerStats", "criterion_names", "get_criterion",
+    "register_criterion",
+    "SCOPES", "PruneResult", "Target", "apply_masks", "apply_patterns", "collect_stats",
+    "compute_scores", "current_masks", "global_patterns", "make_permanent", "prunable_layers",
+    "prune_model",
+    "PatternPruning", "as_matrix", "pattern_prune",
+    "PruningPlan", "load_plan", "plan_from_dict", "save_plan",
+    "SCHEDULES", "agp_sparsity", "at_fraction", "iterative_fractions",
+    "removed_channels", "shrink_channels",
+]

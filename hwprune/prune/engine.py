@@ -1,0 +1,474 @@
+"""The pruning engine: criterion × pattern × scope × schedule, with fine-tuning.
+
+Three lines of Python do what ``hwprune prune`` does::
+
+    task = load_task("digits_cnn"); model, _ = train_task(task)
+    result = prune_model(model, task, criterion="taylor", pattern="2:4", schedule="agp", steps=4)
+    result.masks  # {layer name: N×K bool}, the same names as hwprune.importers.from_torch
+
+Layers are the weights of ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d`` (named by module path,
+e.g. ``conv1``) and the packed input projection of ``nn.MultiheadAttention`` (named
+``<path>.in_proj``).  Every weight is viewed as N×K = ``weight.reshape(N, -1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import prune
+
+from ..errors import ConfigError
+from ..patterns import Channel, Dense, SparsityPattern, Unstructured, parse_pattern
+from ..tasks import Task
+from ..train import evaluate, forward_batch, refresh_pruned, steps_per_epoch, train
+from .criteria import Criterion, LayerContext, LayerStats, get_criterion
+from .method import PatternPruning, as_matrix
+from .plan import PruningPlan
+from .schedules import agp_sparsity, agp_steps, at_fraction, check_schedule, iterative_fractions
+
+__all__ = ["Target", "prunable_layers", "collect_stats", "compute_scores", "global_patterns",
+           "apply_patterns", "current_masks", "apply_masks", "make_permanent", "prune_model",
+           "PruneResult", "SCOPES", "layer_graph"]
+
+SCOPES = ("layer", "global")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One prunable weight: ``getattr(module, param)`` viewed as N×K."""
+
+    name: str
+    module: nn.Module
+    param: str
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective (masked) weight as N×K, detached."""
+        return as_matrix(getattr(self.module, self.param).detach())
+
+    @property
+    def orig(self) -> nn.Parameter:
+        """The trained parameter (``weight_orig`` once pruned)."""
+        orig = getattr(self.module, self.param + "_orig", None)
+        return orig if orig is not None else getattr(self.module, self.param)
+
+
+def prunable_layers(model: nn.Module) -> dict[str, Target]:
+    """Every prunable weight of ``model``, by layer name, in module order."""
+    out: dict[str, Target] = {}
+    for path, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            out[path] = Target(path, module, "weight")
+        elif isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
+            name = f"{path}.in_proj" if path else "in_proj"
+            out[name] = Target(name, module, "in_proj_weight")
+    return out
+
+
+# -- calibration statistics --------------------------------------------------------------------
+
+def _padding(module: nn.Module) -> tuple[int, ...]:
+    pad = module.padding
+    if isinstance(pad, str):  # 'same' / 'valid'
+        return tuple(0 if pad == "valid" else (k - 1) * d // 2 for k, d in zip(module.kernel_size, module.dilation))
+    return tuple(pad)
+
+
+def _input_columns(module: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
+    """Σ x_j² per K column, shaped (1, K) or, for grouped convs, (N, K)."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if isinstance(module, nn.Conv1d):
+            x = x.unsqueeze(2)
+            k, d, p, s = (1, *module.kernel_size), (1, *module.dilation), (0, *_padding(module)), (1, *module.stride)
+        else:
+            k, d, p, s = module.kernel_size, module.dilation, _padding(module), module.stride
+        cols = F.unfold(x, k, dilation=d, padding=p, stride=s)  # (B, C·kh·kw, L)
+        g = module.groups
+        sq = cols.square().sum(dim=(0, 2)).reshape(g, -1)
+        return sq.repeat_interleave(n // g, dim=0) if g > 1 else sq
+    return x.reshape(-1, x.shape[-1]).square().sum(dim=0, keepdim=True)
+
+
+def _output_channels(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return y.abs().transpose(0, 1).reshape(y.shape[1], -1).mean(dim=1)
+    return y.reshape(-1, y.shape[-1]).abs().mean(dim=0)
+
+
+def collect_stats(model: nn.Module, targets: Mapping[str, Target], task: Task, needs: frozenset[str],
+                  *, batches: int = 8, batch_size: int = 64, seed: int = 0) -> dict[str, LayerStats]:
+    """Accumulate the calibration statistics ``needs`` over ``batches`` training batches.
+
+    ``grad``: Σ|w·g| and Σg² per weight (g = ∂L/∂w on each mini-batch, cross-entropy loss);
+    ``input``: Σx_j² per input column; ``output``: Σ mean|y| per output channel.
+    The model is run in eval mode (batch-norm statistics untouched) and left unchanged.
+    """
+    stats = {name: LayerStats() for name in targets}
+    if not needs:
+        return stats
+    handles = []
+    if needs & {"input", "output"}:
+        for name, t in targets.items():
+            st, n = stats[name], t.weight.shape[0]
+            if isinstance(t.module, nn.MultiheadAttention):
+                def mha_hook(module, args, kwargs, st=st, n=n):
+                    x = (args[0] if args else kwargs["query"]).detach()
+                    x2 = x.reshape(-1, x.shape[-1])
+                    st.input_sq = _acc(st.input_sq, x2.square().sum(0, keepdim=True))
+                    y = F.linear(x2, module.in_proj_weight.detach(), module.in_proj_bias)
+                    st.output_abs = _acc(st.output_abs, y.abs().mean(0))
+                handles.append(t.module.register_forward_pre_hook(mha_hook, with_kwargs=True))
+                continue
+
+            def pre(module, args, st=st, n=n):
+                st.input_sq = _acc(st.input_sq, _input_columns(module, args[0].detach(), n))
+
+            def post(module, args, out, st=st):
+                st.output_abs = _acc(st.output_abs, _output_channels(module, out.detach()))
+            handles += [t.module.register_forward_pre_hook(pre), t.module.register_forward_hook(post)]
+    was_training = model.training
+    model.eval()
+    refresh_pruned(model)
+    gen = torch.Generator().manual_seed(seed)
+    names = list(targets)
+    params = [targets[n].orig for n in names]
+    try:
+        for batch in task.batches("train", batch_size=batch_size, shuffle=True, generator=gen, limit=batches):
+            with torch.enable_grad() if "grad" in needs else torch.no_grad():
+                logits = forward_batch(model, batch)
+                if "grad" in needs:
+                    loss = F.cross_entropy(logits, batch.targets)
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                    for name, g in zip(names, grads):
+                        t, st = targets[name], stats[name]
+                        g = torch.zeros_like(t.weight) if g is None else as_matrix(g.detach())
+                        st.taylor = _acc(st.taylor, (t.weight * g).abs().double())
+                        st.grad_sq = _acc(st.grad_sq, g.double().square())
+            for st in stats.values():
+                st.batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return stats
+
+
+def _acc(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    value = value.double()
+    return value if total is None else total + value
+
+
+def compute_scores(model: nn.Module, task: Task | None, criterion: str | Criterion,
+                   patterns: Mapping[str, SparsityPattern], *, seed: int = 0, calib_batches: int = 8,
+                   targets: Mapping[str, Target] | None = None) -> dict[str, torch.Tensor]:
+    """N×K float64 scores of ``criterion`` for every layer in ``patterns``.
+
+    Entries an earlier pruning step removed score 0.  Criteria that need calibration data
+    (``taylor``, ``hessian``, ``activation``) read ``calib_batches`` training batches of ``task``.
+    """
+    crit = get_criterion(criterion)
+    targets = targets or prunable_layers(model)
+    chosen = {n: targets[n] for n in patterns}
+    if crit.needs and task is None:
+        raise ConfigError(f"criterion {crit.name!r} needs calibration data: give a task")
+    stats = collect_stats(model, chosen, task, crit.needs, batches=calib_batches, seed=seed) \
+        if crit.needs else {n: LayerStats() for n in chosen}
+    scores = {}
+    for name, t in chosen.items():
+        s = crit(LayerContext(name, t.weight, patterns[name], stats[name], seed))
+        mask = getattr(t.module, t.param + "_mask", None)
+        if mask is not None:
+            s = s * as_matrix(mask).to(s.dtype)
+        scores[name] = s
+    return scores
+
+
+def global_patterns(scores: Mapping[str, torch.Tensor], density: float, *, min_density: float = 0.02
+                    ) -> dict[str, Unstructured]:
+    """One threshold across layers (with a per-layer floor) → a per-layer unstructured density.
+
+    Every layer first keeps its ``⌈min_density·size⌉`` best entries; the remaining budget of
+    ``round(density·total)`` goes to the highest scores anywhere.  Ties break by layer order
+    then position, deterministically.
+    """
+    if not 0.0 < min_density <= 1.0:
+        raise ConfigError(f"per-layer minimum density must lie in (0, 1], not {min_density!r}")
+    names = list(scores)
+    sizes = {n: scores[n].numel() for n in names}
+    total = sum(sizes.values())
+    target = max(1, round(density * total))
+    floors = {n: min(sizes[n], max(1, math.ceil(min_density * sizes[n]))) for n in names}
+    budget = target - sum(floors.values())
+    if budget < 0:
+        raise ConfigError(f"global density {density:g} is below the per-layer floor {min_density:g} "
+                          f"({sum(floors.values())} weights kept by the floor alone)")
+    rest, owner = [], []
+    for i, n in enumerate(names):
+        flat = np.sort(scores[n].detach().double().cpu().numpy().ravel(), kind="stable")[::-1]
+        rest.append(flat[floors[n]:])
+        owner.append(np.full(flat.size - floors[n], i))
+    keep = {n: floors[n] for n in names}
+    if budget > 0:
+        allv, allo = np.concatenate(rest), np.concatenate(owner)
+        order = np.argsort(-allv, kind="stable")[:budget]
+        counts = np.bincount(allo[order], minlength=len(names))
+        for i, n in enumerate(names):
+            keep[n] += int(counts[i])
+    return {n: Unstructured(keep[n] / sizes[n]) for n in names}
+
+
+def apply_patterns(targets: Mapping[str, Target], patterns: Mapping[str, SparsityPattern],
+                   scores: Mapping[str, torch.Tensor],
+                   followers: Mapping[str, list[tuple[nn.Module, str]]] | None = None) -> None:
+    """Prune each layer to its pattern with :class:`PatternPruning` (torch.nn.utils.prune).
+
+    For channel patterns the removed channels' bias and the batch-norm that reads the layer
+    (``followers``) are masked too, so a removed channel outputs exactly zero — what physical
+    shrinking computes.
+    """
+    for name, pat in patterns.items():
+        t = targets[name]
+        w = getattr(t.module, t.param)
+        PatternPruning.apply(t.module, t.param, pat, importance_scores=scores[name].reshape(w.shape))
+        if isinstance(pat, Channel):
+            rows = as_matrix(getattr(t.module, t.param + "_mask")).any(dim=1).to(w.dtype)
+            extra = [(t.module, "bias")] if getattr(t.module, "bias", None) is not None and t.param == "weight" else []
+            for module, pname in extra + list((followers or {}).get(name, [])):
+                if getattr(module, pname, None) is not None:
+                    prune.custom_from_mask(module, pname, rows.reshape(getattr(module, pname).shape))
+
+
+def current_masks(model: nn.Module, targets: Mapping[str, Target] | None = None) -> dict[str, np.ndarray]:
+    """N×K boolean masks of every pruned layer (layers never pruned are absent)."""
+    targets = targets or prunable_layers(model)
+    out = {}
+    for name, t in targets.items():
+        mask = getattr(t.module, t.param + "_mask", None)
+        if mask is not None:
+            out[name] = as_matrix(mask).detach().cpu().numpy().astype(bool)
+    return out
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, Any]) -> nn.Module:
+    """Re-apply stored N×K masks with ``torch.nn.utils.prune.custom_from_mask``."""
+    targets = prunable_layers(model)
+    unknown = sorted(set(masks) - set(targets))
+    if unknown:
+        raise ConfigError(f"masks name layers the model does not have: {', '.join(unknown)}")
+    for name, mask in masks.items():
+        t = targets[name]
+        w = getattr(t.module, t.param)
+        m = torch.as_tensor(np.asarray(mask)).to(torch.bool)
+        if m.shape != as_matrix(w).shape:
+            raise ConfigError(f"mask of {name!r} has shape {tuple(m.shape)}, the layer is "
+                              f"N×K = {tuple(as_matrix(w).shape)}")
+        prune.custom_from_mask(t.module, t.param, m.reshape(w.shape).to(w.dtype))
+    return model
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """``prune.remove`` on every pruned tensor: weights hold the zeros, hooks and masks go."""
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+    return model
+
+
+def layer_graph(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                targets: Mapping[str, Target]) -> tuple[list[str], dict[str, list[tuple[nn.Module, str]]]]:
+    """(targets in execution order, batch-norms reading each target's output directly)."""
+    order: list[str] = []
+    produced: dict[int, str] = {}
+    followers: dict[str, list[tuple[nn.Module, str]]] = {}
+    handles = []
+    for name, t in targets.items():
+        def post(module, args, out, name=name):
+            if name not in order:
+                order.append(name)
+            if isinstance(out, torch.Tensor):
+                produced[id(out)] = name
+        handles.append(t.module.register_forward_hook(post))
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            def pre(module, args):
+                src = produced.get(id(args[0]))
+                if src is not None and all(m is not module for m, _ in followers.get(src, [])):
+                    followers.setdefault(src, []).extend([(module, "weight"), (module, "bias")])
+            handles.append(module.register_forward_pre_hook(pre))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return order, followers
+
+
+# -- the engine --------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class PruneResult:
+    """Outcome of :func:`prune_model`: the model (pruned in place, masks via torch prune)."""
+
+    model: nn.Module
+    patterns: dict[str, SparsityPattern]
+    masks: dict[str, np.ndarray]
+    criterion: str
+    scope: str
+    schedule: str
+    steps: int
+    finetune_epochs: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def density(self) -> float:
+        """Fraction of the pruned layers' weights kept."""
+        kept = sum(int(m.sum()) for m in self.masks.values())
+        size = sum(m.size for m in self.masks.values())
+        return kept / size if size else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"criterion": self.criterion, "scope": self.scope, "schedule": self.schedule,
+                "steps": self.steps, "finetune_epochs": self.finetune_epochs,
+                "patterns": {k: str(v) for k, v in self.patterns.items()},
+                "layer_density": {k: float(m.mean()) for k, m in self.masks.items()},
+                "density": self.density, "history": list(self.history)}
+
+
+def _resolve_patterns(targets: Mapping[str, Target], order: list[str],
+                      pattern: SparsityPattern | str | Mapping[str, SparsityPattern | str] | None,
+                      plan: PruningPlan | None) -> dict[str, SparsityPattern]:
+    if (pattern is None) == (plan is None):
+        raise ConfigError("give exactly one of a pattern and a plan")
+    if plan is not None:
+        plan.check_layers(targets)
+        chosen = dict(plan.layers)
+    elif isinstance(pattern, Mapping):
+        chosen = PruningPlan.make("-", pattern).layers
+        PruningPlan("-", chosen).check_layers(targets)
+        chosen = dict(chosen)
+    else:
+        pat = parse_pattern(pattern)
+        chosen = {n: pat for n in targets}
+        # removing output channels of the classifier removes classes: keep the last layer whole
+        if isinstance(pat, Channel) and order:
+            chosen.pop(order[-1], None)
+    return {n: p for n, p in chosen.items() if not isinstance(p, Dense)}
+
+
+def prune_model(model: nn.Module, task: Task, *, criterion: str | Criterion = "l1",
+                pattern: SparsityPattern | str | Mapping[str, SparsityPattern | str] | None = None,
+                plan: PruningPlan | None = None, scope: str = "layer", schedule: str = "oneshot",
+                steps: int | None = None, finetune_epochs: int | None = None,
+                min_density: float = 0.02, calib_batches: int = 8, lr: float | None = None,
+                seed: int = 0, progress: bool = False) -> PruneResult:
+    """Prune ``model`` in place to ``pattern`` (or a per-layer ``plan``) and fine-tune it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A trained model of ``task``; pruned in place (``weight_orig``/``weight_mask``).
+    task : Task
+        Calibration and fine-tuning data.
+    criterion : str
+        A registered criterion: l1, l2, random, taylor, hessian, activation.
+    pattern : str, SparsityPattern or mapping
+        One pattern for every prunable layer (channel patterns spare the final classifier), or
+        layer name → pattern.  Exclusive with ``plan``.
+    plan : PruningPlan, optional
+        Per-layer patterns (hybrid); layers not in the plan stay dense.
+    scope : ``"layer"`` or ``"global"``
+        ``global`` (unstructured only) ranks all layers' scores against one threshold, every
+        layer keeping at least ``min_density``.
+    schedule : ``"oneshot"``, ``"iterative"`` or ``"agp"``
+    steps : int, optional
+        Prune rounds (iterative) or pruning events (agp); default 1 for oneshot, else 4.
+    finetune_epochs : int, optional
+        Total fine-tuning budget, shared by all rounds; default ``task.epochs // 4``.
+    lr : float, optional
+        Fine-tuning learning rate; default ``task.lr · task.finetune_lr_scale``.
+    seed : int
+        Seeds calibration batches, the random criterion and fine-tuning.
+    progress : bool
+        Rich progress bars for fine-tuning.
+    """
+    crit = get_criterion(criterion)
+    if scope not in SCOPES:
+        raise ConfigError(f"unknown scope {scope!r}; expected layer or global")
+    steps = (1 if schedule == "oneshot" else 4) if steps is None else steps
+    check_schedule(schedule, steps)
+    if schedule == "oneshot" and steps != 1:
+        raise ConfigError(f"the oneshot schedule prunes once; steps={steps} needs iterative or agp")
+    epochs = max(1, task.epochs // 4) if finetune_epochs is None else finetune_epochs
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ConfigError(f"fine-tune epochs must be a non-negative integer, not {epochs!r}")
+    lr = task.lr * task.finetune_lr_scale if lr is None else lr
+
+    targets = prunable_layers(model)
+    order, followers = layer_graph(model, task.example_inputs(2), targets)
+    finals = _resolve_patterns(targets, order, pattern, plan)
+    global_density = None
+    if scope == "global":
+        kinds = {p.kind for p in finals.values()}
+        if plan is not None or isinstance(pattern, Mapping) or kinds - {"unstructured"}:
+            raise ConfigError(f"global scope ranks one unstructured density across layers, not "
+                              f"{', '.join(sorted({str(p) for p in finals.values()})) or 'a plan'}")
+        global_density = next(iter(finals.values())).density if finals else 1.0
+
+    result = PruneResult(model, dict(finals), {}, crit.name, scope, schedule, steps, epochs)
+
+    def event(fraction: float, where: dict[str, Any]) -> None:
+        if not finals:
+            return
+        pats = {n: at_fraction(p, fraction) for n, p in finals.items()}
+        scores = compute_scores(model, task, crit, pats, seed=seed + len(result.history),
+                                calib_batches=calib_batches, targets=targets)
+        if global_density is not None:
+            pats = global_patterns(scores, 1.0 - fraction * (1.0 - global_density), min_density=min_density)
+        apply_patterns(targets, pats, scores, followers)
+        masks = current_masks(model, targets)
+        kept = sum(int(m.sum()) for m in masks.values())
+        result.patterns = pats
+        result.history.append({**where, "fraction": round(fraction, 6),
+                               "density": kept / max(1, sum(m.size for m in masks.values()))})
+
+    if schedule == "oneshot":
+        event(1.0, {"round": 1})
+        train(model, task, epochs=epochs, lr=lr, seed=seed, progress=progress, description="fine-tune")
+    elif schedule == "iterative":
+        for i, frac in enumerate(iterative_fractions(steps)):
+            event(frac, {"round": i + 1})
+            share = epochs // steps + (1 if i >= steps - epochs % steps else 0)  # later rounds first
+            train(model, task, epochs=share, lr=lr, seed=seed + i, progress=progress,
+                  description=f"fine-tune {i + 1}/{steps}")
+            result.history[-1]["val_accuracy"] = evaluate(model, task, "val")
+    else:
+        total = epochs * steps_per_epoch(task)
+        t0, dt = agp_steps(total, steps)
+        done = {"j": 0}
+
+        def on_step(t: int) -> None:
+            j = (t - t0) // dt
+            if t >= t0 and (t - t0) % dt == 0 and 1 <= j <= steps and j > done["j"]:
+                done["j"] = j
+                frac = agp_sparsity(t, s_i=0.0, s_f=1.0, t0=t0, n=steps, dt=dt)
+                event(min(1.0, frac), {"round": j, "step": t})
+
+        train(model, task, epochs=epochs, lr=lr, seed=seed, progress=progress,
+              description="fine-tune (AGP)", on_step=on_step)
+        if done["j"] < steps:  # budget too short for every event: finish at the final sparsity
+            event(1.0, {"round": steps, "step": total})
+    refresh_pruned(model)
+    result.masks = current_masks(model, targets)
+    return result
