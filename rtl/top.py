@@ -51,7 +51,7 @@ class SparseArrayTop(wiring.Component):
         mems = {}
         for name in MEMORIES:
             lay = self.map[name]
-            mems[name] = m.submodules[name] = Memory(shape=unsigned(lay.width), depth=lay.depth,
+            mems[name] = m.submodules[f"mem_{name}"] = Memory(shape=unsigned(lay.width), depth=lay.depth,
                                                      init=self._init.get(name, []))
         ctrl = m.submodules.controller = Controller(array=self._array, slots=self._slots)
         arr = m.submodules.array = SystolicArray(array=self._array, slots=self._slots)

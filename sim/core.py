@@ -1,0 +1,189 @@
+"""``simulate``: run one layer on the generated array and check it against numpy and the cost model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ArrayConfig, load_array
+from ..cost import estimate_layer
+from ..errors import ConfigError, VerificationError
+from ..images import LayerImages, build_images, decode_outputs
+from ..ir import LayerSpec
+from ..patterns import SparsityPattern, parse_pattern
+
+__all__ = ["SimResult", "simulate", "BACKENDS"]
+
+BACKENDS = ("verilator", "amaranth")
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    """What a simulation produced and how it compares with the references.
+
+    ``outputs_int32`` has the activations' leading shape: (M, N) for (M, K) activations, else
+    (groups, M, N/groups).  ``seconds`` is end to end (images in, results out) without
+    compilation; ``compile_seconds`` is 0 for a cached Verilator build.
+    """
+
+    layer: str
+    backend: str
+    pattern: str
+    slots: int
+    folds: int
+    outputs_int32: np.ndarray
+    reference: np.ndarray
+    cycles: int
+    predicted_cycles: int
+    seconds: float
+    run_seconds: float
+    compile_seconds: float
+
+    @property
+    def bit_exact(self) -> bool:
+        return bool(np.array_equal(self.outputs_int32, self.reference))
+
+    @property
+    def cycle_exact(self) -> bool:
+        return self.cycles == self.predicted_cycles
+
+    @property
+    def cycles_per_second(self) -> float:
+        """Simulated cycles per second of wall time, end to end (compile excluded)."""
+        return self.cycles / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"layer": self.layer, "backend": self.backend, "pattern": self.pattern,
+                "slots": self.slots, "folds": self.folds, "cycles": self.cycles,
+                "predicted_cycles": self.predicted_cycles, "cycle_exact": self.cycle_exact,
+                "bit_exact": self.bit_exact, "seconds": self.seconds, "run_seconds": self.run_seconds,
+                "compile_seconds": self.compile_seconds, "cycles_per_second": self.cycles_per_second}
+
+
+def _amaranth_run(images: LayerImages, array: ArrayConfig, *, vcd: str | Path | None,
+                  max_cycles: int) -> tuple[list[int], int, float]:
+    from amaranth.sim import Simulator
+
+    from ..rtl import SparseArrayTop
+
+    init = {k: v for k, v in images.words.items() if k != "outputs"}
+    top = SparseArrayTop(array=array, slots=images.map.slots, init=init)
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    n_out = len(images.words["outputs"])
+    result: dict[str, object] = {}
+
+    async def bench(ctx):
+        ctx.set(top.start, 1)                 # cycle 0
+        await ctx.tick()
+        ctx.set(top.start, 0)
+        n = 1
+        while not ctx.get(top.done):
+            if n >= max_cycles:
+                result["timeout"] = n
+                return
+            await ctx.tick()
+            n += 1
+        result["cycles"] = ctx.get(top.cycles)
+        result["ticks"] = n
+        words = []
+        for a in range(n_out):
+            ctx.set(top.host_addr, a)
+            await ctx.tick()
+            words.append(ctx.get(top.host_data))
+        result["words"] = words
+
+    sim.add_testbench(bench)
+    t0 = time.perf_counter()
+    if vcd is not None:
+        with sim.write_vcd(str(vcd)):
+            sim.run()
+    else:
+        sim.run()
+    secs = time.perf_counter() - t0
+    if "timeout" in result:
+        raise VerificationError(f"{images.layer}: done never rose within {result['timeout']} cycles")
+    if result["cycles"] != result["ticks"]:
+        raise VerificationError(f"{images.layer}: cycle counter {result['cycles']} disagrees with "
+                                f"the testbench's {result['ticks']}")
+    return result["words"], int(result["cycles"]), secs
+
+
+def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
+             pattern: SparsityPattern | str | None, array: ArrayConfig | str, *,
+             backend: str = "verilator", vcd: str | Path | None = None,
+             verify: bool = True) -> SimResult:
+    """Simulate one layer cycle-accurately on the generated N:M array.
+
+    Parameters
+    ----------
+    layer : LayerSpec
+        GEMM shape (M, K, N, groups).
+    weights_int8 : ndarray
+        N×K integer weights (already pruned: their non-zeros are the mask).
+    acts_int8 : ndarray
+        im2col'd integer activations, (M, K) or (groups, M, K).
+    pattern : SparsityPattern or str or None
+        The N:M pattern (``"2:4"``) choosing the design's issue width; ``None``/``"dense"``
+        runs the dense design (unless the weights' non-zeros allow fewer slots).
+    array : ArrayConfig or str
+        Array config or preset name.  The memories are sized by it, not by the layer.
+    backend : {"verilator", "amaranth"}
+        Verilator (compiled once per design and cached) or the Amaranth Python simulator.
+    vcd : path, optional
+        Write a VCD trace (Amaranth back end only).
+    verify : bool
+        Raise :class:`VerificationError` unless outputs equal the numpy reference bit for bit
+        and cycles equal ``estimate_layer(...).array_cycles``.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        The layer does not fit the array's memories.
+    VerificationError
+        Outputs or cycles differ (with ``verify``), naming the first differing element.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if vcd is not None and backend != "amaranth":
+        raise ConfigError("VCD traces come from the Amaranth back end: pass backend='amaranth'")
+    array = load_array(array)
+    pat = parse_pattern(pattern) if pattern is not None else None
+    acts = np.asarray(acts_int8)
+    t0 = time.perf_counter()
+    compile_s = 0.0
+    images = build_images(layer, weights_int8, acts, array, pat)
+    mask = np.asarray(weights_int8) != 0
+    predicted = estimate_layer(layer, array, pat, mask).array_cycles
+    max_cycles = 2 * predicted + 1000
+    if backend == "verilator":
+        from . import verilator
+        t_build = time.perf_counter()
+        b = verilator.build(array, images.map.slots)
+        compile_s = time.perf_counter() - t_build if not b.cached else 0.0
+        words, cycles, run_s = verilator.run(b.binary, images, max_cycles=max_cycles)
+    else:
+        words, cycles, run_s = _amaranth_run(images, array, vcd=vcd, max_cycles=max_cycles)
+    out = decode_outputs(words, images)
+    seconds = time.perf_counter() - t0 - compile_s
+    ref = images.expected
+    if acts.ndim == 2:
+        out, ref = out[0], ref[0]
+    dtype = np.int32 if array.acc_bits <= 32 else np.int64
+    result = SimResult(layer.name, backend, str(pat) if pat is not None else "dense", images.map.slots,
+                       images.folds, out.astype(dtype), ref.astype(dtype), cycles, predicted, seconds,
+                       run_s, compile_s)
+    if verify:
+        if not result.bit_exact:
+            where = tuple(int(i) for i in np.argwhere(result.outputs_int32 != result.reference)[0])
+            names = ("row", "col") if len(where) == 2 else ("group", "row", "col")
+            at = ", ".join(f"{n}={i}" for n, i in zip(names, where))
+            raise VerificationError(f"{layer.name}: output ({at}) is {result.outputs_int32[where]}, "
+                                    f"the numpy reference says {result.reference[where]} ({backend})")
+        if not result.cycle_exact:
+            raise VerificationError(f"{layer.name}: simulated {cycles} cycles, the cost model "
+                                    f"predicts {predicted} ({backend})")
+    return result
