@@ -13,6 +13,7 @@ e.g. ``conv1``) and the packed input projection of ``nn.MultiheadAttention`` (na
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import prune
+from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
 from ..patterns import Channel, Dense, SparsityPattern, Unstructured, parse_pattern
@@ -114,9 +116,14 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], task: Task, n
     if not needs:
         return stats
     handles = []
+    # MultiheadAttention reads out_proj.weight itself (F.linear), so out_proj's hooks never fire:
+    # those layers are observed through a TorchFunctionMode that watches F.linear's weight.
+    parent_read = {n for n, t in targets.items() if _read_by_parent(model, t.module)}
     if needs & {"input", "output"}:
         for name, t in targets.items():
             st, n = stats[name], t.weight.shape[0]
+            if name in parent_read:
+                continue
             if isinstance(t.module, nn.MultiheadAttention):
                 def mha_hook(module, args, kwargs, st=st, n=n):
                     x = (args[0] if args else kwargs["query"]).detach()
@@ -135,13 +142,17 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], task: Task, n
             handles += [t.module.register_forward_pre_hook(pre), t.module.register_forward_hook(post)]
     was_training = model.training
     model.eval()
-    refresh_pruned(model)
     gen = torch.Generator().manual_seed(seed)
     names = list(targets)
     params = [targets[n].orig for n in names]
+    watch = _LinearWatch({n: (targets[n], stats[n]) for n in parent_read}) \
+        if parent_read and needs & {"input", "output"} else contextlib.nullcontext()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel would hide every GEMM
     try:
         for batch in task.batches("train", batch_size=batch_size, shuffle=True, generator=gen, limit=batches):
-            with torch.enable_grad() if "grad" in needs else torch.no_grad():
+            with torch.enable_grad() if "grad" in needs else torch.no_grad(), watch:
+                refresh_pruned(model, grad="grad" in needs)
                 logits = forward_batch(model, batch)
                 if "grad" in needs:
                     loss = F.cross_entropy(logits, batch.targets)
@@ -154,10 +165,45 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], task: Task, n
             for st in stats.values():
                 st.batches += 1
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:
             h.remove()
+        refresh_pruned(model)
         model.train(was_training)
     return stats
+
+
+def _read_by_parent(model: nn.Module, module: nn.Module) -> bool:
+    return any(isinstance(m, nn.MultiheadAttention) and m.out_proj is module for m in model.modules())
+
+
+class _LinearWatch(TorchFunctionMode):
+    """Observe ``MultiheadAttention.out_proj``: its input is the attention output.
+
+    ``F.multi_head_attention_forward`` is re-run with an identity output projection, which
+    yields that input; the real projection is then applied here with ``F.linear``, so values
+    and gradients are those of the original call.
+    """
+
+    def __init__(self, watched: dict[str, tuple[Target, LayerStats]]) -> None:
+        super().__init__()
+        self.watched = watched
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if func is F.multi_head_attention_forward and len(args) >= 13:
+            for t, st in self.watched.values():
+                w = getattr(t.module, t.param)
+                if args[11] is w:
+                    e = w.shape[1]
+                    eye = torch.eye(e, dtype=w.dtype)
+                    pre, attn = func(*args[:11], eye, torch.zeros(e, dtype=w.dtype), *args[13:], **kwargs)
+                    out = F.linear(pre, w, args[12])
+                    x = pre.detach()
+                    st.input_sq = _acc(st.input_sq, x.reshape(-1, e).square().sum(0, keepdim=True))
+                    st.output_abs = _acc(st.output_abs, _output_channels(t.module, out.detach()))
+                    return out, attn
+        return func(*args, **kwargs)
 
 
 def _acc(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
