@@ -305,8 +305,11 @@ class _Recorder(TorchFunctionMode):
         return frame.path or (type(frame.module).__name__ if frame.module is not None else "weight")
 
     # -- compute calls --------------------------------------------------------------------------
-    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: object = None) -> tuple[int, ...]:
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor,
+                bias: object = None) -> tuple[int, ...] | None:
         n, k = weight.shape
+        if x.shape[-1] != k:
+            return None  # let torch raise its own error
         tokens = math.prod(x.shape[:-1]) if x.ndim > 1 else 1
         self.specs.append(LayerSpec.linear(self._unique(self._weight_name(weight)), k, n,
                                            tokens=tokens, weight=_np(weight)))
@@ -314,10 +317,12 @@ class _Recorder(TorchFunctionMode):
 
     def _conv(self, fname: str, x: torch.Tensor, weight: torch.Tensor, bias: object = None,
               stride: object = 1, padding: object = 0, dilation: object = 1,
-              groups: int = 1) -> tuple[int, ...]:
+              groups: int = 1) -> tuple[int, ...] | None:
         one_d = fname == "conv1d"
         dims = 1 if one_d else 2
         batched = x.ndim == dims + 2
+        if x.ndim not in (dims + 1, dims + 2) or x.shape[-dims - 1] != weight.shape[1] * groups:
+            return None  # let torch raise its own error
         b = x.shape[0] if batched else 1
         spatial = tuple(x.shape[-dims:])
         kernel = tuple(weight.shape[2:])
@@ -351,7 +356,12 @@ class _Recorder(TorchFunctionMode):
             a, b = args[0], args[1]
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or 0 in (a.ndim, b.ndim):
             return None
-        batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
+        try:
+            batch = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
+        except ValueError:
+            return None
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            return None  # let torch raise its own error
         m = a.shape[-2] if a.ndim > 1 else 1
         k = a.shape[-1]
         n = b.shape[-1] if b.ndim > 1 else 1
@@ -371,8 +381,13 @@ class _Recorder(TorchFunctionMode):
         return out
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: object,
-              **kwargs: object) -> tuple[int, ...]:
-        batch = tuple(np.broadcast_shapes(tuple(q.shape[:-2]), tuple(k.shape[:-2])))
+              **kwargs: object) -> tuple[int, ...] | None:
+        try:
+            batch = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
+        except ValueError:
+            return None
+        if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+            return None
         self._attention(self._prefix(), q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1],
                         math.prod(batch))
         return (*batch, q.shape[-2], v.shape[-1])
