@@ -154,6 +154,24 @@ def _input_elems(spec: LayerSpec) -> int:
     return spec.M * spec.K * spec.groups
 
 
+def _dram_refetch(array: ArrayConfig, sched: Schedule, tile_bytes: float, weight_bytes: int,
+                  in_bytes: int) -> tuple[int, int]:
+    """How often weights and the input are fetched from DRAM: the cheaper of two outer tilings.
+
+    (a) The schedule's own order — column folds outer, row folds inner: a weight tile serves all
+    row folds in a row, so weights are fetched once if two tiles fit (double buffering); the
+    input is re-read per column fold unless it fits whole.  (b) M-chunked: the rows are cut into
+    chunks whose input fits half the activation buffer, each chunk runs the schedule's order,
+    so the input is fetched once and the weights once per chunk (once if they fit whole).
+    Compute cycles are the same either way: folds are independent.
+    """
+    w_sram, a_sram = array.weight_sram_kib * 1024, array.act_sram_kib * 1024
+    a = (1 if 2 * tile_bytes <= w_sram else sched.row_tiles, 1 if in_bytes <= a_sram else sched.col_tiles)
+    chunks = min(sched.row_tiles, math.ceil(in_bytes / (a_sram / 2)))
+    b = (1 if weight_bytes <= w_sram / 2 else chunks, 1)
+    return min(a, b, key=lambda wa: wa[0] * weight_bytes + wa[1] * in_bytes)
+
+
 def _count(spec: LayerSpec, array: ArrayConfig, sched: Schedule, pattern: SparsityPattern,
            mask: np.ndarray | None) -> LayerCost:
     R, C = array.rows, array.cols
@@ -175,13 +193,9 @@ def _count(spec: LayerSpec, array: ArrayConfig, sched: Schedule, pattern: Sparsi
     w_store = math.ceil(slot_words * wb / 8)
     i_store = math.ceil(slot_words * slot_index_bits / 8)
     rt = sched.row_tiles
-    # Column folds are outer, row folds inner: a weight tile serves all row folds in a row, so it
-    # is fetched once if two tiles fit (double buffering); the input is re-read per column fold
-    # unless it fits whole.
-    tile_bytes = math.ceil(int(kp.max(initial=0)) * C * (wb + slot_index_bits) / 8)
-    w_refetch = 1 if 2 * tile_bytes <= array.weight_sram_kib * 1024 else rt
     in_bytes = math.ceil(_input_elems(spec) * ab / 8)
-    a_refetch = 1 if in_bytes <= array.act_sram_kib * 1024 else sched.col_tiles
+    tile_bytes = int(kp.max(initial=0)) * C * (wb + slot_index_bits) / 8
+    w_refetch, a_refetch = _dram_refetch(array, sched, tile_bytes, w_store + i_store, in_bytes)
     outputs = spec.M * sched.n_out * spec.groups
     traffic = Traffic(
         weights_sram=w_store * rt, index_sram=i_store * rt, acts_sram=math.ceil(act_reads * ab / 8),
