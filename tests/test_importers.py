@@ -276,12 +276,16 @@ def test_bad_torch_input():
 # ONNX
 # ================================================================================================
 
-def _export(model: nn.Module, inputs: tuple, path: Path) -> Path:
-    # Constant folding off keeps initializer names = parameter names (and BN unfused).
+def _export(model: nn.Module, inputs: tuple, path: Path, *, fold: bool = False,
+            dynamo: bool = False) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, inputs, str(path), dynamo=False, opset_version=17,
-                          do_constant_folding=False)
+        if dynamo:
+            torch.onnx.export(model, inputs, str(path), dynamo=True, opset_version=18,
+                              verbose=False)
+        else:
+            torch.onnx.export(model, inputs, str(path), dynamo=False, opset_version=17,
+                              do_constant_folding=fold)
     return path
 
 
@@ -292,6 +296,8 @@ def _small_resnet() -> tuple[nn.Module, tuple]:
 
 @pytest.mark.parametrize("name", ["digits_cnn", "lenet300100", "small_resnet", "tiny_transformer"])
 def test_onnx_agrees_with_torch(name, tmp_path):
+    # Constant folding off keeps the parameters as initializers (BatchNorm stays unfused), so the
+    # ONNX weights are the module's weights bit for bit.
     model, inputs = _small_resnet() if name == "small_resnet" else zoo.build(name)
     path = _export(model, inputs, tmp_path / f"{name}.onnx")
     got, want = from_onnx(path), from_torch(model, inputs)
@@ -299,10 +305,28 @@ def test_onnx_agrees_with_torch(name, tmp_path):
     assert [s.kind for s in got] == [s.kind for s in want]
     for a, b in zip(got, want):
         if b.has_weights:
+            assert a.name == b.name
             np.testing.assert_array_equal(a.weight, b.weight)
-            if name != "tiny_transformer":  # its two layers start identical: shared initializers
-                assert a.name == b.name
     assert load_model(str(path)) == got  # load_model dispatches on the suffix
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "small_resnet", "tiny_transformer"])
+def test_onnx_default_export_names_from_node_scopes(name, tmp_path):
+    # The default export folds BatchNorm into the conv weights and pre-transposes MatMul
+    # weights into anonymous constants: names then come from the node scopes.
+    model, inputs = _small_resnet() if name == "small_resnet" else zoo.build(name)
+    got = from_onnx(_export(model, inputs, tmp_path / f"{name}.onnx", fold=True))
+    want = from_torch(model, inputs)
+    assert [dims(s) for s in got] == [dims(s) for s in want]
+    assert [s.name for s in got if s.has_weights] == [s.name for s in want if s.has_weights]
+
+
+def test_onnx_dynamo_export_of_a_transformer(tmp_path):
+    model, inputs = zoo.build("tiny_transformer")
+    got = from_onnx(_export(model, inputs, tmp_path / "t.onnx", dynamo=True))
+    want = from_torch(model, inputs)
+    # all names agree, the attention products included (qk/av from the exported sdpa)
+    assert [(s.name, *dims(s)) for s in got] == [(s.name, *dims(s)) for s in want]
 
 
 def _graph(nodes, inputs, outputs, inits=()):
@@ -378,6 +402,39 @@ def test_onnx_qdq_weights_are_dequantized():
     (fc,) = from_onnx(model)
     assert dims(fc) == (4, 3, 2, 1)
     np.testing.assert_array_equal(fc.weight, q * scale[:, None])
+
+
+def test_onnx_quantize_dequantize_chain_and_conv1d():
+    w = np.array([[[0.5, -1.0, 0.26]], [[2.0, 0.1, -0.74]]], dtype=np.float32)  # (N=2, C=1, k=3)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["w", "s", "zp"], ["wq"]),
+        helper.make_node("DequantizeLinear", ["wq", "s", "zp"], ["wdq"]),
+        helper.make_node("Conv", ["x", "wdq"], ["y"], name="conv1d", pads=[1, 1], strides=[2]),
+    ]
+    model = _graph(nodes, [_vi("x", [1, 1, 9])], [_vi("y", None)],
+                   [_init("w", w), _init("s", np.float32(0.5)), _init("zp", np.int8(0))])
+    (spec,) = from_onnx(model)
+    # 1-D conv: L_out = (9 + 2 − 3)//2 + 1 = 5; K = 1·3.  The weight is what the model computes
+    # with: round-half-to-even(w / 0.5) · 0.5 → 0.26 → 0.5, −0.74 → −0.5, 0.1 → 0
+    assert dims(spec) == (5, 3, 2, 1)
+    np.testing.assert_array_equal(spec.weight, [[0.5, -1.0, 0.5], [2.0, 0.0, -0.5]])
+
+
+def test_onnx_control_flow_with_compute_is_unsupported():
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "then",
+        [], [_vi("y", [2, 2])], [_init("w", np.eye(2, dtype=np.float32))])
+    shape_only = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["z"])], "else", [], [_vi("z", [2, 2])])
+    nodes = [helper.make_node("If", ["c"], ["o"], name="branch", then_branch=body,
+                              else_branch=shape_only),
+             helper.make_node("If", ["c"], ["p"], name="harmless", then_branch=shape_only,
+                              else_branch=shape_only)]
+    model = _graph(nodes, [_vi("x", [2, 2]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                   [_vi("o", [2, 2]), _vi("p", [2, 2])])
+    with pytest.raises(UnsupportedLayerError, match="If 'branch'") as err:
+        from_onnx(model)
+    assert "harmless" not in str(err.value)
 
 
 def test_onnx_symbolic_batch_is_fixed():

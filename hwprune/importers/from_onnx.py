@@ -6,10 +6,13 @@ such a constant reached through ``Identity``, ``Cast``, ``Transpose`` and QDQ ch
 (``DequantizeLinear`` of an int8/uint8 initializer is dequantized; ``QuantizeLinear`` of a float
 initializer is quantized then dequantized), so the N×K weight is the value the model computes with.
 
-Names: a layer whose weight initializer is called ``<path>.weight`` (as PyTorch exporters write
-them when constant folding is off) is named ``<path>``, and ``<path>.in_proj_weight`` gives
-``<path>.in_proj`` — the names :func:`~hwprune.importers.from_torch` gives; otherwise the node
-name (or ``<OpType>_<index>`` for unnamed nodes).  An initializer used twice (exporters share
+Names follow :func:`~hwprune.importers.from_torch` as far as the file allows: a layer whose
+weight initializer is called ``<path>.weight`` is named ``<path>`` (``<path>.in_proj_weight`` gives
+``<path>.in_proj``); a weight folded by the exporter is named after the module scope the exporter
+recorded (node metadata of ``torch.onnx.export(dynamo=True)``, node names ``/layer1/layer1.0/conv1/
+Conv`` of the TorchScript exporter); products of two activations are ``<scope>.qk``/``.av``
+(exported attention) or ``<scope>.matmul``, ``…matmul_1``; otherwise the node name (or
+``<OpType>_<index>`` for unnamed nodes).  An initializer used twice (exporters share
 identical constants) gives ``name#2`` for the second use.
 
 Non-compute operators (activations, pooling, normalisation, element-wise, shape ops …) are passed
@@ -19,6 +22,7 @@ every such node.
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 from pathlib import Path
@@ -154,6 +158,38 @@ def _has_compute(node: onnx.NodeProto) -> bool:
     return False
 
 
+def _meta(node: onnx.NodeProto, key: str) -> str | None:
+    return next((p.value for p in node.metadata_props if p.key == key), None)
+
+
+def _scope(node: onnx.NodeProto) -> str | None:
+    """The PyTorch module path a node was exported from, when the exporter recorded it.
+
+    ``torch.onnx.export(dynamo=True)`` stores cumulative scopes in the node's metadata
+    (``['', 'encoder', 'encoder.layers.0', 'encoder.layers.0.linear1', 'linear_2']``); the
+    TorchScript exporter names nodes ``/layer1/layer1.0/conv1/Conv`` or
+    ``/encoder/layers.0/linear1/MatMul`` (a Sequential child repeats its parent's name).
+    """
+    scopes = _meta(node, "pkg.torch.onnx.name_scopes")
+    if scopes:
+        try:
+            parts = ast.literal_eval(scopes)
+        except (ValueError, SyntaxError):
+            parts = None
+        if isinstance(parts, list) and len(parts) >= 2 and all(isinstance(x, str) for x in parts):
+            return parts[-2]
+    if node.name.startswith("/") and node.name.count("/") >= 2:
+        path: list[str] = []
+        for comp in node.name.strip("/").split("/")[:-1]:
+            head, dot, tail = comp.rpartition(".")
+            if dot and path and head == path[-1]:
+                path.append(tail)  # 'layer1' then 'layer1.0' → layer1.0
+            else:
+                path.append(comp)
+        return ".".join(path)
+    return None
+
+
 def _renamed(spec: LayerSpec, name: str) -> LayerSpec:
     from dataclasses import replace
     return replace(spec, name=name)
@@ -177,6 +213,15 @@ class _Graph:
         for name, t in self.inits.items():
             self.shapes[name] = list(t.dims)
         self._consts: dict[str, np.ndarray | None] = {}
+        self.products: dict[tuple[str, str], int] = {}
+        self.shared: dict[str, int] = {}  # initializer → how many compute nodes use it
+        self.attention_scopes: set[str] = set()  # scopes computing with an out_proj.weight
+        for node in graph.node:
+            if node.op_type in _COMPUTE:
+                for name in {self._initializer_behind(i) for i in node.input[:2]} - {None}:
+                    self.shared[name] = self.shared.get(name, 0) + 1
+                    if name.endswith("out_proj.weight") and _scope(node):
+                        self.attention_scopes.add(_scope(node))
 
     # -- helpers --------------------------------------------------------------------------------
     def shape(self, node: onnx.NodeProto, index: int, tensor: str) -> list[int]:
@@ -230,13 +275,48 @@ class _Graph:
             return np.clip(q, info.min, info.max).astype(dtype)
         return None
 
-    def _name(self, node: onnx.NodeProto, index: int, weight_input: str | None) -> str:
+    def _name(self, node: onnx.NodeProto, index: int, weight_input: str | None,
+              shape: tuple[int, int] | None = None) -> str:
+        """A weight layer's name: the initializer's parameter path, else the node's module scope."""
         source = self._initializer_behind(weight_input) if weight_input else None
+        scope = _scope(node)
+        path = None
         if source and source.endswith(".weight"):
-            return source[: -len(".weight")]
-        if source and source.endswith("_weight") and "." in source:  # MHA's in_proj_weight
-            return source[: -len("_weight")]
+            path = source[: -len(".weight")]
+        elif source and source.endswith("_weight") and "." in source:  # MHA's in_proj_weight
+            path = source[: -len("_weight")]
+        if path is not None:
+            if self.shared.get(source, 0) > 1 and scope:
+                # Exporters keep one copy of identical constants: layers.1 may compute with
+                # 'layers.0.linear1.weight'.  The node's own scope says which module it is.
+                parts, here = path.split("."), scope.split(".")
+                if len(parts) >= len(here):
+                    return ".".join(here + parts[len(here):])
+            return path
+        if scope is not None:
+            fx = _meta(node, "pkg.torch.onnx.fx_node") or ""
+            for proj in ("in_proj", "q_proj", "k_proj", "v_proj"):
+                if f"{proj}_weight" in fx:  # folded or transposed attention projection
+                    return f"{scope}.{proj}" if scope else proj
+            if scope in self.attention_scopes and shape is not None and shape[0] == 3 * shape[1]:
+                return f"{scope}.in_proj"  # the packed q, k, v projection of an attention module
+            if scope:
+                return scope
         return _node_name(node, index)
+
+    def _product_name(self, node: onnx.NodeProto, index: int) -> str:
+        """An activation × activation product: ``<scope>.qk``/``.av`` inside an exported
+        scaled_dot_product_attention, else ``<scope>.matmul``, ``…matmul_1`` …"""
+        scope = _scope(node)
+        if not scope:
+            return _node_name(node, index)
+        fx = _meta(node, "pkg.torch.onnx.fx_node") or ""
+        key = (scope, fx) if "scaled_dot_product_attention" in fx else (scope, "")
+        i = self.products.get(key, 0)
+        self.products[key] = i + 1
+        if key[1] and i < 2:
+            return f"{scope}.{('qk', 'av')[i]}"
+        return f"{scope}.matmul" + (f"_{i}" if i else "")
 
     def _initializer_behind(self, name: str) -> str | None:
         for _ in range(8):
@@ -301,13 +381,13 @@ class _Graph:
         b_value, a_value = self.const(node.input[1]), self.const(node.input[0])
         if b_value is not None:
             weight = b_value if tb else b_value.T
-            return LayerSpec.linear(self._name(node, index, node.input[1]), k, n, tokens=m,
+            return LayerSpec.linear(self._name(node, index, node.input[1], (n, k)), k, n, tokens=m,
                                     weight=weight)
         if a_value is not None:  # constant left operand: Yᵀ = Bᵀ·Aᵀ, B's columns are the tokens
             weight = a_value.T if ta else a_value
             return LayerSpec.linear(self._name(node, index, node.input[0]), k, m, tokens=n,
                                     weight=weight)
-        return LayerSpec.matmul(_node_name(node, index), m, k, n)
+        return LayerSpec.matmul(self._product_name(node, index), m, k, n)
 
     def matmul(self, node: onnx.NodeProto, index: int) -> LayerSpec:
         sa = self.shape(node, index, node.input[0])
@@ -315,7 +395,7 @@ class _Graph:
         b_value, a_value = self.const(node.input[1]), self.const(node.input[0])
         if b_value is not None and b_value.ndim == 2:
             tokens = math.prod(sa[:-1]) if len(sa) > 1 else 1
-            return LayerSpec.linear(self._name(node, index, node.input[1]), sb[0], sb[1],
+            return LayerSpec.linear(self._name(node, index, node.input[1], (sb[1], sb[0])), sb[0], sb[1],
                                     tokens=tokens, weight=b_value.T)
         if a_value is not None and a_value.ndim == 2:
             tokens = math.prod(sb[:-2]) * sb[-1] if len(sb) > 1 else 1
@@ -327,7 +407,7 @@ class _Graph:
         m = sa[-2] if len(sa) > 1 else 1
         n = sb[-1] if len(sb) > 1 else 1
         groups = math.prod(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
-        return LayerSpec.matmul(_node_name(node, index), m, sa[-1], n, groups=groups)
+        return LayerSpec.matmul(self._product_name(node, index), m, sa[-1], n, groups=groups)
 
 
 def _bcast(v: np.ndarray | None, x: np.ndarray, axis: int) -> np.ndarray | float:
