@@ -62,7 +62,10 @@ def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:
     for col, just in (("layer", "left"), ("M", "right"), ("K", "right"), ("N", "right"),
                       ("pattern", "left"), ("cycles", "right"), ("util", "right"),
                       ("KiB moved", "right"), ("µJ", "right")):
-        t.add_column(col, justify=just, no_wrap=col != "layer")
+        if col == "layer":
+            t.add_column(col, justify=just, min_width=14, overflow="fold")
+        else:
+            t.add_column(col, justify=just, no_wrap=True)
     for layer in cost.layers:
         name = layer.name if layer.groups == 1 else f"{layer.name} (g={layer.groups})"
         t.add_row(name, f"{layer.M:,}", f"{layer.K:,}", f"{layer.N:,}", layer.pattern,
@@ -75,6 +78,8 @@ def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:
               f"{(traffic.sram + traffic.dram) / 1024:,.1f}", f"{cost.total('energy_pj') / 1e6:,.2f}",
               style="bold")
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=130)  # piped: rich would wrap at 80 and fold the table
     console.print(t)
     console.print(f"latency {cost.latency_us:,.1f} µs at {cost.array.clock_mhz:g} MHz · "
                   f"speedup over dense {dense.cycles / cost.cycles:.2f}× · "
