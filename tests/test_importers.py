@@ -596,3 +596,21 @@ def test_macs_are_consistent_across_importers():
     csv_spec = from_scalesim_csv(DATA / "digits_cnn.csv")[1]
     torch_spec = zoo.layers("digits_cnn")[1]
     assert csv_spec.macs == torch_spec.macs == 64 * 144 * 32 == math.prod(dims(torch_spec)[:3])
+
+
+def test_load_model_checkpoint_branch(tmp_path, monkeypatch):
+    # hwprune.checkpoint belongs to the pruning side; its contract is load_checkpoint(path) →
+    # object with .model, .example_inputs and .patterns.  A stand-in checks the dispatch and
+    # that recorded patterns land on the layers of those names.
+    import sys
+    import types
+
+    model, inputs = zoo.build("lenet300100")
+    fake = types.ModuleType("hwprune.checkpoint")
+    fake.load_checkpoint = lambda path: types.SimpleNamespace(
+        model=model, example_inputs=inputs, patterns={"fc2": NM(2, 4)})
+    monkeypatch.setitem(sys.modules, "hwprune.checkpoint", fake)
+    path = tmp_path / "pruned.pt"
+    path.write_bytes(b"stand-in")
+    specs = load_model(str(path))
+    assert [(s.name, s.sparsity) for s in specs] == [("fc1", None), ("fc2", NM(2, 4)), ("fc3", None)]

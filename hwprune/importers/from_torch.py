@@ -284,9 +284,11 @@ class _Recorder(TorchFunctionMode):
 
     def _param_of(self, t: torch.Tensor) -> tuple[str, torch.Tensor] | None:
         """The parameter whose storage ``t`` views, if any."""
-        for pname, p in self.params.get(_storage_key(t), ()):
-            return pname, p
-        return None
+        candidates = self.params.get(_storage_key(t), ())
+        for pname, p in candidates:  # the exact parameter first, then one it is a view of
+            if p.storage_offset() == t.storage_offset() and p.shape == t.shape:
+                return pname, p
+        return candidates[0] if candidates else None
 
     def _weight_name(self, w: torch.Tensor) -> str:
         found = self._param_of(w)
