@@ -333,6 +333,9 @@ class _Graph:
     def conv(self, node: onnx.NodeProto, index: int) -> LayerSpec:
         a = _attrs(node)
         x = self.shape(node, index, node.input[0])
+        if len(x) not in (3, 4):
+            raise UnsupportedLayerError(f"{self.label}: Conv '{_node_name(node, index)}' is "
+                                        f"{len(x) - 2}-D; only 1-D and 2-D convolutions map")
         w_value = self.const(node.input[1])
         w = list(w_value.shape) if w_value is not None else self.shape(node, index, node.input[1])
         one_d = len(x) == 3
@@ -397,6 +400,10 @@ class _Graph:
             tokens = math.prod(sa[:-1]) if len(sa) > 1 else 1
             return LayerSpec.linear(self._name(node, index, node.input[1], (sb[1], sb[0])), sb[0], sb[1],
                                     tokens=tokens, weight=b_value.T)
+        if b_value is not None and b_value.ndim == 1:  # matrix × constant vector: N = 1
+            return LayerSpec.linear(self._name(node, index, node.input[1], (1, sb[0])), sb[0], 1,
+                                    tokens=math.prod(sa[:-1]) if len(sa) > 1 else 1,
+                                    weight=b_value[None, :])
         if a_value is not None and a_value.ndim == 2:
             tokens = math.prod(sb[:-2]) * sb[-1] if len(sb) > 1 else 1
             return LayerSpec.linear(self._name(node, index, node.input[0]), sa[1], sa[0],
