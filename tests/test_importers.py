@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
@@ -162,6 +164,21 @@ def test_grouped_and_same_padded_convs():
     # an even kernel with padding='same' pads one more at the end: modelled as a wider input
     (even,) = from_torch(nn.Conv2d(3, 5, 4, padding="same"), (torch.randn(1, 3, 7, 9),))
     assert even.M == 7 * 9 and even.K == 48
+
+
+@settings(max_examples=30, deadline=None)
+@given(c_per_group=st.integers(1, 3), n_per_group=st.integers(1, 3), groups=st.integers(1, 3),
+       kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       size=st.tuples(st.integers(5, 9), st.integers(5, 9)), batch=st.integers(1, 2))
+def test_any_conv2d_geometry_lowers_exactly(c_per_group, n_per_group, groups, kernel, stride,
+                                            padding, dilation, size, batch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_per_group * groups, n_per_group * groups, kernel, stride, padding,
+                     dilation, groups)
+    _check_conv_against_im2col(conv, torch.randn(batch, c_per_group * groups, *size))
 
 
 def test_gcn_activation_products_are_matmuls():
@@ -478,6 +495,11 @@ def test_onnx_bad_files(tmp_path):
 # ================================================================================================
 # SCALE-Sim CSV
 # ================================================================================================
+
+# Every conv/GEMM shape expected below was also cross-checked against SCALE-Sim 3.0.0 itself
+# (scalesim.topology_utils.topologies: load_arrays, then layers_calculated_hyperparams — ofmap
+# pixels, window size, filters, MACs — with a DP layer expanded into one layer per channel).
+# SCALE-Sim needs the trailing comma on every row; this reader also accepts rows without it.
 
 def test_scalesim_conv_format():
     specs = from_scalesim_csv(DATA / "conv.csv")
