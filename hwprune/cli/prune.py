@@ -1,0 +1,128 @@
+"""``hwprune prune``: prune (and fine-tune) a built-in task or a checkpoint, report before/after."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import preset_names
+
+CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (Σ|w·∂L/∂w|), "
+                 "hessian (OBD ½·h·w², empirical Fisher), activation (Wanda |w|·‖x‖; channels: mean "
+                 "|activation|). Default: l1")
+PATTERN_HELP = ("sparsity pattern for every weight layer: N:M (2:4, 1:4, any N<M), unstructured:DENSITY, "
+                "block:BHxBW:DENSITY, channel:KEEP — numbers are fractions KEPT")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..prune.criteria import criterion_names
+    from ..tasks import task_names
+
+    p = sub.add_parser(
+        "prune", help="prune (and fine-tune) a built-in task or checkpoint",
+        description="Prune a model with any criterion × any sparsity pattern, on a schedule, with "
+                    "fine-tuning; print accuracy, parameters, size, MACs, cycles and energy before "
+                    "and after, and save a checkpoint that `hwprune estimate` and `export` read.",
+        epilog="examples:\n"
+               "  hwprune prune digits_cnn --criterion taylor --pattern 2:4 --out cnn24.pt\n"
+               "  hwprune prune mlp --pattern unstructured:0.25 --scope global --schedule agp --steps 8 --out mlp.pt\n"
+               "  hwprune prune digits_cnn --pattern channel:0.5 --shrink --out small.pt\n"
+               "  hwprune prune cnn24.pt --plan plan.json --out hybrid.pt --force\n"
+               f"built-in tasks: {', '.join(task_names())}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="TASK_OR_CKPT",
+                   help="built-in task (trained first, seeded) or a checkpoint saved by hwprune prune")
+    p.add_argument("--criterion", default="l1", metavar="NAME", help=CRITERIA_HELP + f"; known: {', '.join(criterion_names())}")
+    p.add_argument("--pattern", default=None, help=PATTERN_HELP)
+    p.add_argument("--plan", default=None, metavar="PLAN.json",
+                   help='per-layer patterns: {"array": "os16x16", "layers": {"conv1": "2:4", ...}}; '
+                        "unlisted layers stay dense")
+    p.add_argument("--scope", choices=("layer", "global"), default="layer",
+                   help="layer: every layer gets the pattern; global: one threshold across layers "
+                        "(unstructured only) with a per-layer floor --min-density")
+    p.add_argument("--min-density", type=float, default=0.02, help="global scope: per-layer floor (default 0.02)")
+    p.add_argument("--schedule", choices=("oneshot", "iterative", "agp"), default="oneshot",
+                   help="oneshot, iterative (STEPS prune→fine-tune rounds) or agp (Zhu & Gupta cubic)")
+    p.add_argument("--steps", type=int, default=None, help="rounds (iterative) or pruning events (agp); default 4")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="total fine-tuning epochs shared by all rounds (default: task epochs / 4)")
+    p.add_argument("--train-epochs", type=int, default=None, help="epochs of the baseline training of a task")
+    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches for taylor/hessian/activation")
+    p.add_argument("--shrink", action="store_true",
+                   help="physically remove pruned channels (smaller dense layers) before saving")
+    p.add_argument("--array", default=None, metavar="PRESET|FILE.toml",
+                   help=f"array for cycles and energy ({', '.join(preset_names())} or TOML; "
+                        "default: the plan's array, else os16x16)")
+    p.add_argument("--out", required=True, metavar="OUT.pt", help="checkpoint to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--seed", type=int, default=0, help="seed of training, calibration and fine-tuning")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (no progress bars)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..errors import ConfigError
+    from ..io import check_writable
+    from ..metrics import compare
+    from ..config import load_array
+    from ..patterns import parse_pattern
+    from ..prune import load_plan, prune_model, shrink_channels
+    from ..prune.criteria import get_criterion
+    from ..prune.schedules import check_schedule
+    from ..tasks import load_task
+    from ..train import clone_model, evaluate, train_task
+
+    check_writable(args.out, force=args.force)  # fail before minutes of training
+    if (args.pattern is None) == (args.plan is None):
+        raise ConfigError("give exactly one of --pattern and --plan")
+    plan = load_plan(args.plan) if args.plan else None
+    # validate every cheap argument before minutes of training
+    get_criterion(args.criterion)
+    if args.pattern is not None:
+        parse_pattern(args.pattern)
+    check_schedule(args.schedule, args.steps if args.steps is not None else (1 if args.schedule == "oneshot" else 4))
+    if args.array is not None:
+        load_array(args.array)
+    array = args.array or (plan.array if plan else "os16x16")
+    progress = not args.json
+
+    source = Path(args.source)
+    if source.suffix.lower() in (".pt", ".pth") or source.is_file():
+        ckpt = load_checkpoint(source)
+        if ckpt.task is None:
+            raise ConfigError(f"{source}: checkpoint records no built-in task to fine-tune on")
+        task = load_task(ckpt.task)
+        model, arch, arch_kwargs = ckpt.model, ckpt.arch, ckpt.arch_kwargs
+    else:
+        task = load_task(args.source)
+        model, _ = train_task(task, seed=args.seed, epochs=args.train_epochs, progress=progress)
+        arch, arch_kwargs = task.arch, dict(task.arch_kwargs)
+    before = clone_model(model)
+    result = prune_model(model, task, criterion=args.criterion, pattern=args.pattern, plan=plan,
+                         scope=args.scope, schedule=args.schedule, steps=args.steps,
+                         finetune_epochs=args.finetune_epochs, min_density=args.min_density,
+                         calib_batches=args.calib_batches, seed=args.seed, progress=progress)
+    final, patterns = result.model, dict(result.patterns)
+    if args.shrink:
+        final = shrink_channels(result.model, task.example_inputs(2))
+        patterns = {k: v for k, v in patterns.items() if v.kind != "channel"}  # now dense, smaller
+    comparison = compare(before, final, task, array=array)
+    metrics = {**comparison.to_dict(), "prune": result.to_dict(), "test_accuracy": evaluate(final, task)}
+    save_checkpoint(args.out, final, arch=arch, task=task.name, patterns=patterns, masks=None,
+                    metrics=metrics, force=args.force, arch_kwargs=arch_kwargs)
+    if args.json:
+        print(json.dumps({"source": args.source, "task": task.name, "out": args.out, "array": array,
+                          "shrunk": bool(args.shrink), **metrics}, indent=2))
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    what = args.pattern or f"plan {args.plan}"
+    console.print(comparison.table(title=f"{task.name}: {args.criterion} × {what}, {args.scope} scope, "
+                                         f"{result.schedule} ({result.steps} step(s), "
+                                         f"{result.finetune_epochs} fine-tune epoch(s))"))
+    console.print(f"kept {result.density:.1%} of the pruned layers' weights"
+                  f"{' · channels removed physically' if args.shrink else ''} · wrote {args.out}")
+    return 0
