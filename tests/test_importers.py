@@ -620,19 +620,23 @@ def test_macs_are_consistent_across_importers():
     assert csv_spec.macs == torch_spec.macs == 64 * 144 * 32 == math.prod(dims(torch_spec)[:3])
 
 
-def test_load_model_checkpoint_branch(tmp_path, monkeypatch):
-    # hwprune.checkpoint belongs to the pruning side; its contract is load_checkpoint(path) →
-    # object with .model, .example_inputs and .patterns.  A stand-in checks the dispatch and
-    # that recorded patterns land on the layers of those names.
-    import sys
-    import types
+def test_load_model_reads_a_pruned_checkpoint(tmp_path):
+    from hwprune.checkpoint import save_checkpoint
+    from hwprune.errors import HwPruneError
+    from hwprune.models import LeNet300100
 
-    model, inputs = zoo.build("lenet300100")
-    fake = types.ModuleType("hwprune.checkpoint")
-    fake.load_checkpoint = lambda path: types.SimpleNamespace(
-        model=model, example_inputs=inputs, patterns={"fc2": NM(2, 4)})
-    monkeypatch.setitem(sys.modules, "hwprune.checkpoint", fake)
-    path = tmp_path / "pruned.pt"
-    path.write_bytes(b"stand-in")
+    torch.manual_seed(0)
+    model = LeNet300100()
+    prune.l1_unstructured(model.fc2, "weight", amount=0.5)
+    path = save_checkpoint(tmp_path / "pruned.pt", model, arch="LeNet300100", task=None,
+                           patterns={"fc2": "unstructured:0.5"}, masks=None, metrics=None,
+                           example_inputs=(torch.zeros(1, 1, 8, 8),))
     specs = load_model(str(path))
-    assert [(s.name, s.sparsity) for s in specs] == [("fc1", None), ("fc2", NM(2, 4)), ("fc3", None)]
+    # the recorded pattern lands on its layer; the weight is the masked one
+    assert [(s.name, str(s.sparsity)) for s in specs] == [
+        ("fc1", "None"), ("fc2", "unstructured:0.5"), ("fc3", "None")]
+    assert (specs[1].weight == 0).sum() == 300 * 100 // 2
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(HwPruneError, match="junk.pt"):
+        load_model(str(junk))

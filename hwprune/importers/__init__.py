@@ -36,6 +36,9 @@ def load_model(text: str | os.PathLike) -> list[LayerSpec]:
         both), or the file is missing or malformed.
     UnsupportedLayerError
         If the model contains operators hwprune cannot map.
+    ExportError
+        If a ``.pt`` file is not a readable hwprune checkpoint (see
+        :func:`hwprune.checkpoint.load_checkpoint`).
     """
     from .. import zoo
 
