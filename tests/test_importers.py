@@ -460,6 +460,12 @@ def test_onnx_symbolic_batch_is_fixed():
                    [_init("w.weight", np.zeros((4, 8), np.float32))])
     assert from_onnx(model)[0].M == 1
     assert from_onnx(model, batch=16)[0].M == 16
+    # any other unknown dimension cannot be guessed: say which tensor, and what to do
+    seq = _graph([helper.make_node("MatMul", ["x", "w.weight"], ["y"], name="proj")],
+                 [_vi("x", ["batch", "seq", 8])], [_vi("y", None)],
+                 [_init("w.weight", np.zeros((8, 4), np.float32))])
+    with pytest.raises(ConfigError, match=r"MatMul 'proj'.*'x'.*static shapes"):
+        from_onnx(seq)
 
 
 def test_onnx_unsupported_ops_are_all_named():
