@@ -25,6 +25,8 @@ __all__ = ["names", "build", "layers", "ResNet", "BasicBlock", "Bottleneck", "Mo
 # -- ResNet (He et al. 2016), torchvision's layout ------------------------------------------------
 
 class BasicBlock(nn.Module):
+    """torchvision's ResNet-18/34 block: two 3×3 convolutions, the first one strided."""
+
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
@@ -68,6 +70,12 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
+    """torchvision's ResNet: 7×7 stem, max-pool, four stages, global pool, fc.
+
+    ``ResNet(BasicBlock, [2, 2, 2, 2])`` is ResNet-18 and ``ResNet(Bottleneck, [3, 4, 6, 3])``
+    ResNet-50, with torchvision's module names and initialisation.
+    """
+
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], depths: list[int],
                  num_classes: int = 1000) -> None:
         super().__init__()
@@ -115,6 +123,8 @@ def _conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1,
 
 
 class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1×1 expansion (unless t = 1), 3×3 depthwise, 1×1 linear projection."""
+
     def __init__(self, cin: int, cout: int, stride: int, expand_ratio: int) -> None:
         super().__init__()
         hidden = cin * expand_ratio
@@ -131,6 +141,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2, width 1.0: ``features.0`` … ``features.18``, ``classifier.1``."""
+
     #: (expansion t, channels c, repeats n, first stride s), width multiplier 1.0
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                 (6, 160, 3, 2), (6, 320, 1, 1))

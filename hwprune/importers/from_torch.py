@@ -201,7 +201,7 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
         recorder.stack.clear()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Frame:
     """One running ``forward``: its module, which call of that module it is, products so far."""
 
@@ -213,8 +213,10 @@ class _Frame:
 
 # -- recording ------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(eq=False)
 class _Recorder(TorchFunctionMode):
+    """Records the compute calls of one forward pass (see the module docstring)."""
+
     model: nn.Module
     stack: list[_Frame] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
