@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics import compare
     from ..config import load_array
     from ..patterns import parse_pattern
-    from ..prune import load_plan, prune_model, shrink_channels
+    from ..prune import load_plan, prunable_layers, prune_model, shrink_channels
     from ..prune.criteria import get_criterion
     from ..prune.schedules import check_schedule
     from ..tasks import load_task
@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         model, arch, arch_kwargs = ckpt.model, ckpt.arch, ckpt.arch_kwargs
     else:
         task = load_task(args.source)
+        if plan is not None:  # layer names are known before training
+            plan.check_layers(prunable_layers(task.make_model()))
         model, _ = train_task(task, seed=args.seed, epochs=args.train_epochs, progress=progress)
         arch, arch_kwargs = task.arch, dict(task.arch_kwargs)
     before = clone_model(model)
