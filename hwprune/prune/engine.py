@@ -438,6 +438,8 @@ def prune_model(model: nn.Module, task: Task, *, criterion: str | Criterion = "l
         ``global`` (unstructured only) ranks all layers' scores against one threshold, every
         layer keeping at least ``min_density``.
     schedule : ``"oneshot"``, ``"iterative"`` or ``"agp"``
+        iterative rounds keep the overall density d^(i/k); AGP prunes during fine-tuning on the
+        cubic schedule, reaching the final sparsity after 3/4 of the fine-tuning steps.
     steps : int, optional
         Prune rounds (iterative) or pruning events (agp); default 1 for oneshot, else 4.
     finetune_epochs : int, optional
@@ -493,7 +495,10 @@ def prune_model(model: nn.Module, task: Task, *, criterion: str | Criterion = "l
         event(1.0, {"round": 1})
         train(model, task, epochs=epochs, lr=lr, seed=seed, progress=progress, description="fine-tune")
     elif schedule == "iterative":
-        for i, frac in enumerate(iterative_fractions(steps)):
+        kept = sum(p.density * targets[n].weight.numel() for n, p in finals.items())
+        size = sum(targets[n].weight.numel() for n in finals)
+        final_density = global_density if global_density is not None else (kept / size if size else 1.0)
+        for i, frac in enumerate(iterative_fractions(steps, final_density)):
             event(frac, {"round": i + 1})
             share = epochs // steps + (1 if i >= steps - epochs % steps else 0)  # later rounds first
             train(model, task, epochs=share, lr=lr, seed=seed + i, progress=progress,

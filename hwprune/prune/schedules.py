@@ -1,7 +1,8 @@
 """Sparsity schedules: how the final pattern is reached.
 
 * ``oneshot`` — prune once to the final pattern, then fine-tune.
-* ``iterative`` — k prune → fine-tune rounds; round i reaches i/k of the final sparsity.
+* ``iterative`` — k prune → fine-tune rounds; round i keeps density d_f^(i/k) (each round removes
+  the same share of what is left).
 * ``agp`` — automated gradual pruning (Zhu & Gupta 2017): during fine-tuning, at steps
   t = t0 + jΔt (j = 1 … n), sparsity s_t = s_f + (s_i − s_f)(1 − (t − t0)/(nΔt))³.
 
@@ -44,9 +45,16 @@ def agp_steps(total_steps: int, n: int, *, end: float = 0.75) -> tuple[int, int]
     return 0, dt
 
 
-def iterative_fractions(steps: int) -> list[float]:
-    """Fractions of the final sparsity reached after each of ``steps`` rounds (linear)."""
-    return [i / steps for i in range(1, steps + 1)]
+def iterative_fractions(steps: int, density: float | None = None) -> list[float]:
+    """Fractions of the final sparsity reached after each of ``steps`` rounds.
+
+    With the final ``density`` given, round i keeps density^(i/steps): every round removes the
+    same share of the weights still alive (Han et al. 2015), so the last round is no harsher
+    than the first.  Without it, the fractions are linear (i/steps).
+    """
+    if density is None or density >= 1.0:
+        return [i / steps for i in range(1, steps + 1)]
+    return [(1.0 - density ** (i / steps)) / (1.0 - density) for i in range(1, steps + 1)]
 
 
 def at_fraction(pattern: SparsityPattern, fraction: float) -> SparsityPattern:
