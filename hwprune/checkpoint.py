@@ -173,7 +173,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     ExportError
         The file is missing, not an hwprune checkpoint, or corrupted (the message names it).
     """
-    from .prune.engine import apply_masks
+    from .prune.engine import apply_masks, mask_channel_followers
 
     p = Path(path)
     if not p.is_file():
@@ -199,15 +199,18 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         masks = {k: v.numpy().astype(bool) for k, v in data["masks"].items()}
         apply_masks(model, masks)
         patterns = {k: parse_pattern(v) for k, v in data["patterns"].items()}
+        inputs = tuple(data["example_inputs"])
+        if not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise ExportError(f"{p}: corrupted checkpoint, example inputs are not tensors")
+        channel = [k for k, v in patterns.items() if v.kind == "channel" and k in masks]
+        if channel:
+            mask_channel_followers(model, channel, inputs)
     except HwPruneError as exc:
         raise ExportError(f"{p}: corrupted checkpoint: {exc}") from None
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ExportError(f"{p}: corrupted checkpoint ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
     model.eval()
-    inputs = tuple(data["example_inputs"])
-    if not all(isinstance(t, torch.Tensor) for t in inputs):
-        raise ExportError(f"{p}: corrupted checkpoint, example inputs are not tensors")
     return Checkpoint(p, data["arch"], dict(data["arch_kwargs"]), data["task"], model, inputs, patterns,
                       masks, dict(data["metrics"]), bool(data["shrunk"]))
 

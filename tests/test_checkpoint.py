@@ -39,6 +39,8 @@ def test_masked_round_trip(tmp_path, pruned):
     x = task.example_inputs(8)[0]
     res.model.eval()
     assert torch.equal(ck.model(x), res.model(x))
+    # removed channels stay removed through further training: bias and batch-norm are masked too
+    assert prune.is_pruned(ck.model.bn2) and hasattr(ck.model.conv2, "bias_mask")
     assert isinstance(ck.example_inputs, tuple) and ck.example_inputs[0].shape == (1, 1, 8, 8)
     with pytest.raises(ExportError, match="exists"):
         save_checkpoint(path, res.model, arch="DigitsCNN", task="digits_cnn", patterns={}, masks=None, metrics=None)

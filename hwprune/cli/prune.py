@@ -12,7 +12,8 @@ CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), tay
                  "hessian (OBD ½·h·w², empirical Fisher), activation (Wanda |w|·‖x‖; channels: mean "
                  "|activation|). Default: l1")
 PATTERN_HELP = ("sparsity pattern for every weight layer: N:M (2:4, 1:4, any N<M), unstructured:DENSITY, "
-                "block:BHxBW:DENSITY, channel:KEEP — numbers are fractions KEPT")
+                "block:BHxBW:DENSITY, channel:KEEP (the output layer keeps all its channels) — numbers are "
+                "fractions KEPT")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,8 +9,8 @@ give each layer its own pattern; :func:`.shrink.shrink_channels` removes pruned 
 from .criteria import (CRITERIA, Criterion, LayerContext, LayerStats, criterion_names, get_criterion,
                        register_criterion)
 from .engine import (SCOPES, PruneResult, Target, apply_masks, apply_patterns, collect_stats,
-                     compute_scores, current_masks, global_patterns, make_permanent, prunable_layers,
-                     prune_model)
+                     compute_scores, current_masks, global_patterns, layer_graph, make_permanent,
+                     mask_channel_followers, prunable_layers, prune_model)
 from .method import PatternPruning, as_matrix, pattern_prune
 from .plan import PruningPlan, load_plan, plan_from_dict, save_plan
 from .schedules import SCHEDULES, agp_sparsity, at_fraction, iterative_fractions
@@ -20,8 +20,8 @@ __all__ = [
     "CRITERIA", "Criterion", "LayerContext", "LayerStats", "criterion_names", "get_criterion",
     "register_criterion",
     "SCOPES", "PruneResult", "Target", "apply_masks", "apply_patterns", "collect_stats",
-    "compute_scores", "current_masks", "global_patterns", "make_permanent", "prunable_layers",
-    "prune_model",
+    "compute_scores", "current_masks", "global_patterns", "layer_graph", "make_permanent",
+    "mask_channel_followers", "prunable_layers", "prune_model",
     "PatternPruning", "as_matrix", "pattern_prune",
     "PruningPlan", "load_plan", "plan_from_dict", "save_plan",
     "SCHEDULES", "agp_sparsity", "at_fraction", "iterative_fractions",

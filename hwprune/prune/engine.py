@@ -37,7 +37,7 @@ from .schedules import agp_sparsity, agp_steps, at_fraction, check_schedule, ite
 
 __all__ = ["Target", "prunable_layers", "collect_stats", "compute_scores", "global_patterns",
            "apply_patterns", "current_masks", "apply_masks", "make_permanent", "prune_model",
-           "PruneResult", "SCOPES", "layer_graph"]
+           "PruneResult", "SCOPES", "layer_graph", "mask_channel_followers"]
 
 SCOPES = ("layer", "global")
 
@@ -289,6 +289,27 @@ def apply_patterns(targets: Mapping[str, Target], patterns: Mapping[str, Sparsit
             for module, pname in extra + list((followers or {}).get(name, [])):
                 if getattr(module, pname, None) is not None:
                     prune.custom_from_mask(module, pname, rows.reshape(getattr(module, pname).shape))
+
+
+def mask_channel_followers(model: nn.Module, names: list[str], example_inputs: tuple[torch.Tensor, ...]) -> None:
+    """Mask the bias and following batch-norm of removed channels of the layers ``names``.
+
+    Used when masks are re-applied from a file (checkpoints), so a removed channel stays
+    exactly zero through further fine-tuning, as :func:`apply_patterns` arranges when pruning.
+    """
+    targets = prunable_layers(model)
+    _, followers = layer_graph(model, example_inputs, targets)
+    for name in names:
+        t = targets[name]
+        mask = getattr(t.module, t.param + "_mask", None)
+        if mask is None:
+            continue
+        w = getattr(t.module, t.param)
+        rows = as_matrix(mask).any(dim=1).to(w.dtype)
+        extra = [(t.module, "bias")] if t.param == "weight" and getattr(t.module, "bias", None) is not None else []
+        for module, pname in extra + list(followers.get(name, [])):
+            if getattr(module, pname, None) is not None:
+                prune.custom_from_mask(module, pname, rows.reshape(getattr(module, pname).shape))
 
 
 def current_masks(model: nn.Module, targets: Mapping[str, Target] | None = None) -> dict[str, np.ndarray]:
