@@ -90,8 +90,8 @@ class MemoryLayout:
         if v.shape[1:] != (self.repeat, len(self.fields)):
             raise ExportError(f"{self.name}: values of shape {v.shape} do not match "
                               f"(words, {self.repeat}, {len(self.fields)})")
-        words = [0] * v.shape[0]
-        shift = 0
+        n = v.shape[0]
+        planes = []
         for e in range(self.repeat):
             for i, f in enumerate(self.fields):
                 if f.bits == 0:
@@ -100,10 +100,12 @@ class MemoryLayout:
                 lo, hi = (-(1 << (f.bits - 1)), (1 << (f.bits - 1))) if f.signed else (0, 1 << f.bits)
                 if col.size and (col.min() < lo or col.max() >= hi):
                     raise ExportError(f"{self.name}.{f.name}: value out of range for {f.bits} bits")
-                col = (col & ((1 << f.bits) - 1) if f.bits < 64 else col).tolist()
-                words = [w | (int(c) % (1 << f.bits)) << shift for w, c in zip(words, col)]
-                shift += f.bits
-        return words
+                planes.append(((col[:, None] >> np.arange(f.bits, dtype=np.int64)) & 1).astype(np.uint8))
+        if not planes or n == 0:
+            return [0] * n
+        raw = np.packbits(np.concatenate(planes, axis=1), axis=1, bitorder="little")
+        data, step = raw.tobytes(), raw.shape[1]
+        return [int.from_bytes(data[k * step:(k + 1) * step], "little") for k in range(n)]
 
     def unpack(self, words: list[int]) -> np.ndarray:
         """Inverse of :meth:`pack`: (words, repeat, fields) as Python ints in an object array."""

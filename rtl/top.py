@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from amaranth.hdl import Module, Mux, unsigned
+from amaranth.hdl import (ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux,
+                          ResetSignal, Signal, unsigned)
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -48,15 +49,35 @@ class SparseArrayTop(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
+        # The reset input is registered before it reaches the design: a reset synchronizer, and
+        # it keeps every next-state function independent of the ports (Verilator then evaluates
+        # the datapath once per clock edge instead of on every input change).
+        rst_sync = Signal(reset_less=True)
+        m.d.sync += rst_sync.eq(ResetSignal("sync"))
+        m.domains.core = core = ClockDomain("core", local=True)
+        m.d.comb += [core.clk.eq(ClockSignal("sync")), core.rst.eq(rst_sync)]
+        m.submodules.core = DomainRenamer("core")(_Core(self))
+        return m
+
+
+class _Core(Elaboratable):
+    """Everything of :class:`SparseArrayTop` behind the reset synchronizer."""
+
+    def __init__(self, top: SparseArrayTop):
+        self.top = top
+
+    def elaborate(self, platform) -> Module:
+        top = self.top
+        m = Module()
         mems = {}
         for name in MEMORIES:
-            lay = self.map[name]
+            lay = top.map[name]
             mems[name] = m.submodules[f"mem_{name}"] = Memory(shape=unsigned(lay.width), depth=lay.depth,
-                                                     init=self._init.get(name, []))
-        ctrl = m.submodules.controller = Controller(array=self._array, slots=self._slots)
-        arr = m.submodules.array = SystolicArray(array=self._array, slots=self._slots)
-        m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
-                     self.cycles.eq(ctrl.cycles)]
+                                                     init=top._init.get(name, []))
+        ctrl = m.submodules.controller = Controller(array=top._array, slots=top._slots)
+        arr = m.submodules.array = SystolicArray(array=top._array, slots=top._slots)
+        m.d.comb += [ctrl.start.eq(top.start), top.busy.eq(ctrl.busy), top.done.eq(ctrl.done),
+                     top.cycles.eq(ctrl.cycles)]
 
         desc = mems["desc"].read_port(domain="comb")
         stream = mems["stream"].read_port()
@@ -67,10 +88,10 @@ class SparseArrayTop(wiring.Component):
                      weights.addr.eq(ctrl.weight_addr), acts.addr.eq(ctrl.act_addr)]
 
         # weight words are C × (value, index); the array adds valid/first per column
-        wl = self.map["weights"]
+        wl = top.map["weights"]
         step = wl.element_bits
         vb = wl.fields[0].bits
-        for c in range(self._array.cols):
+        for c in range(top._array.cols):
             col = arr.weights[c]
             m.d.comb += [col.value.eq(weights.data[c * step: c * step + vb]),
                          col.valid.eq(ctrl.valid), col.first.eq(ctrl.first)]
@@ -82,5 +103,5 @@ class SparseArrayTop(wiring.Component):
         m.d.comb += [out_w.addr.eq(ctrl.out_addr), out_w.en.eq(ctrl.out_en),
                      out_w.data.eq(Mux(ctrl.out_zero, 0, arr.drain_data.as_value()))]
         host = mems["outputs"].read_port()
-        m.d.comb += [host.addr.eq(self.host_addr), self.host_data.eq(host.data)]
+        m.d.comb += [host.addr.eq(top.host_addr), top.host_data.eq(host.data)]
         return m

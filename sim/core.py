@@ -15,7 +15,7 @@ from ..images import LayerImages, build_images, decode_outputs
 from ..ir import LayerSpec
 from ..patterns import SparsityPattern, parse_pattern
 
-__all__ = ["SimResult", "simulate", "BACKENDS"]
+__all__ = ["SimResult", "simulate", "BACKENDS", "quantize_int8", "layer_operands"]
 
 BACKENDS = ("verilator", "amaranth")
 
@@ -61,6 +61,38 @@ class SimResult:
                 "predicted_cycles": self.predicted_cycles, "cycle_exact": self.cycle_exact,
                 "bit_exact": self.bit_exact, "seconds": self.seconds, "run_seconds": self.run_seconds,
                 "compile_seconds": self.compile_seconds, "cycles_per_second": self.cycles_per_second}
+
+
+def quantize_int8(weights: np.ndarray, bits: int = 8) -> tuple[np.ndarray, float]:
+    """Symmetric per-tensor quantization: (integers in [−(2^(b−1)−1), 2^(b−1)−1], scale)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ConfigError("weights contain NaN or infinity")
+    qmax = (1 << (bits - 1)) - 1
+    peak = float(np.abs(w).max(initial=0.0))
+    scale = peak / qmax if peak > 0 else 1.0
+    return np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int64), scale
+
+
+def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, array: ArrayConfig | str,
+                   *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Integer operands to simulate ``layer``: its weights quantized to int8 (random when the
+    layer carries none) pruned with ``pattern.mask(|w|)``, and random im2col'd activations
+    of shape (groups, M, K) drawn from ``seed``."""
+    array = load_array(array)
+    rng = np.random.default_rng(seed)
+    wb, ab = array.weight_bits, array.act_bits
+    if layer.weight is not None:
+        w, _ = quantize_int8(layer.weight, wb)
+    else:
+        lim = 1 << (wb - 1)
+        w = rng.integers(-lim, lim, size=(layer.N, layer.K))
+    pat = parse_pattern(pattern) if pattern is not None else layer.sparsity
+    if pat is not None:
+        w = np.where(pat.mask(np.abs(w).astype(np.float64) + rng.random(w.shape) * 1e-3), w, 0)
+    lim = 1 << (ab - 1)
+    acts = rng.integers(-lim, lim, size=(layer.groups, layer.M, layer.K))
+    return w.astype(np.int64), acts
 
 
 def _amaranth_run(images: LayerImages, array: ArrayConfig, *, vcd: str | Path | None,

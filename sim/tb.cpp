@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
     tick();
     tick();
     top->rst = 0;
-    top->eval();
+    tick();  // the design sees reset through a one-register synchronizer
 
     top->start = 1;  // cycle 0
     tick();

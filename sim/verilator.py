@@ -21,7 +21,7 @@ from ..images import LayerImages, MEMORIES, write_images, _read_hex
 __all__ = ["VerilatorBuild", "build", "run", "cache_dir"]
 
 _RUNTIME = ("verilated", "verilated_threads")
-_FLAGS = ("--cc", "--exe", "--build", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+_FLAGS = ("--cc", "--exe", "--build", "-O3", "-CFLAGS", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style",
           "--top-module", "hwprune_top", "-o", "Vsim")
 
 

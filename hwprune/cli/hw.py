@@ -1,0 +1,186 @@
+"""``hwprune rtl`` (Verilog, design JSON, Yosys statistics) and ``hwprune sim`` (cycle-accurate runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import load_array, preset_names
+from ..errors import ConfigError, UnsupportedLayerError
+from ..io import write_text
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    arrays = ", ".join(preset_names())
+    p = sub.add_parser(
+        "rtl", help="generate the N:M sparse MAC array as Verilog",
+        description="Generate the output-stationary N:M sparse systolic array (Amaranth) for an "
+                    "array config and pattern: one Verilog file for the top, and a JSON file "
+                    "describing its ports, parameters, timing and memory-image layouts.",
+        epilog="examples:\n"
+               "  hwprune rtl --array os8x8 --pattern 2:4 --out build/\n"
+               "  hwprune rtl --array os8x8 --pattern dense --out build/ --stats --ice40\n"
+               "One design serves every layer of its (array, N:M): layers are memory images "
+               "(see `hwprune sim`).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--array", required=True, metavar="PRESET|FILE.toml",
+                   help=f"array preset ({arrays}) or a TOML file")
+    p.add_argument("--pattern", default="2:4", help="N:M pattern the design issues, or dense (default 2:4)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--readmemh", action="store_true",
+                   help="memories load +mem_<name>=FILE.hex images at time 0 (simulation)")
+    p.add_argument("--stats", action="store_true", help="run yosys synth: cells, flip-flops, multipliers")
+    p.add_argument("--ice40", action="store_true", help="with --stats, also synth_ice40 LUT4 counts (slow)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--json", action="store_true", help="print the design description as JSON")
+    p.set_defaults(func=run_rtl)
+
+    s = sub.add_parser(
+        "sim", help="simulate layers cycle-accurately on the generated array",
+        description="Run layers on the generated array (Verilator, or the Amaranth simulator) "
+                    "and check outputs bit-exact against numpy and cycles against the cost model. "
+                    "Float weights are quantized symmetric per-tensor to int8 and pruned with "
+                    "the pattern; activations are random int8.",
+        epilog="examples:\n"
+               "  hwprune sim --gemm 64,256,64 --array os8x8 --pattern 2:4\n"
+               "  hwprune sim lenet300 --layer fc2 --array os8x8 --pattern 1:4 --json\n"
+               "  hwprune sim --gemm 8,16,8 --array os8x8 --backend amaranth --vcd trace.vcd\n"
+               "Exit code 1 when a layer is not bit-exact or not cycle-exact.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("model", nargs="?", metavar="MODEL_OR_CKPT", help="zoo name, .onnx, .csv or checkpoint")
+    s.add_argument("--layer", help="simulate only this layer")
+    s.add_argument("--gemm", metavar="M,K,N", help="a random int8 GEMM instead of a model")
+    s.add_argument("--array", required=True, metavar="PRESET|FILE.toml",
+                   help=f"array preset ({arrays}) or a TOML file")
+    s.add_argument("--pattern", default="2:4", help="N:M pattern or dense (default 2:4)")
+    s.add_argument("--backend", choices=("verilator", "amaranth"), default="verilator")
+    s.add_argument("--vcd", metavar="FILE", help="VCD trace of one layer (Amaranth back end)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of activations (and --gemm weights)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=run_sim)
+
+
+def run_rtl(args: argparse.Namespace) -> int:
+    from ..rtl.emit import TOP_NAME, describe, design_slots, synth_stats, verilog
+
+    if args.ice40 and not args.stats:
+        raise ConfigError("--ice40 needs --stats")
+    array = load_array(args.array)
+    slots = design_slots(array, args.pattern)
+    out = Path(args.out)
+    v_path, j_path = out / f"{TOP_NAME}.v", out / f"{TOP_NAME}.json"
+    for path in (v_path, j_path):
+        if path.exists() and not args.force:
+            raise ConfigError(f"{path} exists; pass --force to overwrite it")
+    info = describe(array, slots)
+    info["verilog"] = v_path.name
+    if args.stats:
+        info["stats"] = synth_stats(array, slots, ice40=args.ice40)
+    write_text(v_path, verilog(array, slots, readmemh=args.readmemh), force=args.force)
+    write_text(j_path, json.dumps(info, indent=2) + "\n", force=args.force)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"wrote {v_path} and {j_path}: {array.rows}×{array.cols} array, "
+                  f"{info['parameters']['pattern']} ({'dense' if slots == array.group_size else 'sparse'})")
+    t = Table(title="memories", title_justify="left")
+    for col in ("memory", "width", "depth", "KiB"):
+        t.add_column(col, justify="left" if col == "memory" else "right")
+    for name, mem in info["memories"]["memories"].items():
+        t.add_row(name, str(mem["width"]), f"{mem['depth']:,}", f"{mem['width'] * mem['depth'] / 8192:,.1f}")
+    console.print(t)
+    if args.stats:
+        st = Table(title="yosys synth (memories excluded)", title_justify="left")
+        cols = ["block", "cells", "flip-flops", "multipliers"] + (["ice40 LUT4", "ice40 DFF"] if args.ice40 else [])
+        for col in cols:
+            st.add_column(col, justify="left" if col == "block" else "right")
+        for part in ("array", "controller"):
+            d = info["stats"][part]
+            row = [part, f"{d['cells']:,}", f"{d['flip_flops']:,}", str(d["multipliers"])]
+            if args.ice40:
+                row += [f"{d['ice40']['lut4']:,}", f"{d['ice40']['dff']:,}"]
+            st.add_row(*row)
+        console.print(st)
+    return 0
+
+
+def _gemm(text: str):
+    from ..ir import LayerSpec
+    try:
+        m, k, n = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--gemm takes M,K,N (three integers), not {text!r}") from None
+    return LayerSpec.gemm(f"gemm_{m}x{k}x{n}", m, k, n)
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    from ..patterns import parse_pattern
+    from ..sim import layer_operands, simulate
+
+    if (args.model is None) == (args.gemm is None):
+        raise ConfigError("give a MODEL_OR_CKPT or --gemm M,K,N (one of them)")
+    if args.layer and args.gemm:
+        raise ConfigError("--layer selects a layer of a model; it cannot be used with --gemm")
+    array = load_array(args.array)
+    pattern = parse_pattern(args.pattern)
+    if args.gemm:
+        layers = [_gemm(args.gemm)]
+    else:
+        from ..importers import load_model
+        layers = load_model(args.model)
+        if args.layer:
+            chosen = [layer for layer in layers if layer.name == args.layer]
+            if not chosen:
+                raise ConfigError(f"no layer {args.layer!r} in {args.model} (layers: "
+                                  f"{', '.join(layer.name for layer in layers)})")
+            layers = chosen
+    if args.vcd and len(layers) != 1:
+        raise ConfigError("--vcd traces one layer: add --layer NAME or use --gemm")
+    rows, ok = [], True
+    for layer in layers:
+        try:
+            if not layer.has_weights:
+                raise UnsupportedLayerError(f"{layer.name}: activation×activation matmul (no weights)")
+            w, x = layer_operands(layer, pattern, array, seed=args.seed)
+            res = simulate(layer, w, x, pattern, array, backend=args.backend, vcd=args.vcd, verify=False)
+        except UnsupportedLayerError as exc:
+            if len(layers) == 1:
+                raise
+            rows.append({"layer": layer.name, "skipped": str(exc)})
+            continue
+        ok &= res.bit_exact and res.cycle_exact
+        rows.append({**res.to_dict(), "M": layer.M, "K": layer.K, "N": layer.N, "groups": layer.groups})
+    if args.json:
+        print(json.dumps({"array": array.name, "pattern": str(pattern), "backend": args.backend,
+                          "layers": rows}, indent=2))
+    else:
+        _render(rows, title=f"{args.model or args.gemm} on {array.name}, {pattern}, {args.backend}")
+    return 0 if ok else 1
+
+
+def _render(rows: list[dict], *, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in ("layer", "M", "K", "N", "sim cycles", "predicted", "cycle-exact", "bit-exact", "cycles/s"):
+        t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=col != "layer")
+    for r in rows:
+        if "skipped" in r:
+            t.add_row(r["layer"], "", "", "", "", "", "", "", "", style="dim")
+            continue
+        t.add_row(r["layer"], f"{r['M']:,}", f"{r['K']:,}", f"{r['N']:,}", f"{r['cycles']:,}",
+                  f"{r['predicted_cycles']:,}", "yes" if r["cycle_exact"] else "NO",
+                  "yes" if r["bit_exact"] else "NO", f"{r['cycles_per_second']:,.0f}")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=130)
+    console.print(t)
+    for r in rows:
+        if "skipped" in r:
+            console.print(f"skipped {r['skipped']}")
