@@ -318,3 +318,34 @@ def test_transformer_layers_include_attention_projections():
     for name, m in res.masks.items():
         check_structure(m, NM(2, 4))
     assert parse_pattern(str(res.patterns[names[0]])) == NM(2, 4)
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv1, self.bn1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn0(self.stem(x)))
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(h)))))
+        return self.fc(torch.relu(h + y).mean((2, 3)))
+
+
+def test_shrinking_respects_residual_couplings():
+    from hwprune.prune import layer_graph
+    torch.manual_seed(0)
+    model = _Residual().eval()
+    x = torch.randn(4, 1, 8, 8)
+    targets = prunable_layers(model)
+    _, followers = layer_graph(model, (x,), targets)
+    pats = {"conv1": Channel(0.5), "conv2": Channel(0.5)}
+    apply_patterns(targets, pats, {n: targets[n].weight.abs().double() for n in pats}, followers)
+    small = shrink_channels(model, (x,))
+    assert small.conv1.out_channels == 4 and small.conv2.in_channels == 4   # inner: removed
+    assert small.conv2.out_channels == 8 and small.stem.out_channels == 8   # added to live stem
+    assert torch.allclose(small(x), model(x), atol=1e-5)
+    with pytest.raises(ConfigError, match="coupled"):
+        shrink_channels(model, (x,), strict=True)

@@ -26,17 +26,43 @@ def removed_channels(masks: dict[str, np.ndarray]) -> dict[str, list[int]]:
     return {n: np.flatnonzero(~m.any(axis=1)).tolist() for n, m in masks.items() if not m.any(axis=1).all()}
 
 
-def shrink_channels(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+def _coupled_alive(group, module: nn.Module) -> list[str]:
+    """Other layers whose output channels this removal would drag along although they are live.
+
+    A residual addition (or concatenation) couples channels of several producers; removing a
+    channel is exact only if every coupled producer outputs zero there as well.
+    """
+    alive = []
+    for dep, idxs in group:
+        m = dep.target.module
+        if m is module or getattr(dep.handler, "__name__", "") != "prune_out_channels":
+            continue
+        if not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)):
+            continue
+        rows = [int(i) for i in idxs]
+        for pname in ("weight", "bias"):
+            p = getattr(m, pname, None)
+            if p is not None and bool(p.detach()[rows].abs().sum() > 0):
+                alive.append(dep.target.name if hasattr(dep.target, "name") else type(m).__name__)
+                break
+    return alive
+
+
+def shrink_channels(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *,
+                    strict: bool = False) -> nn.Module:
     """A copy of ``model`` with every all-zero output channel physically removed.
 
-    Channels of the layer computing the model's output are never removed.  Masks that remain
-    (e.g. N:M on the surviving channels) are re-applied with ``torch.nn.utils.prune`` on the
-    smaller weights, so the shrunk model computes exactly what the masked model computes.
+    Channels of the layer computing the model's output are never removed, nor channels coupled
+    (by a residual addition or concatenation) to a producer whose channel is still live: those
+    layers keep their shape and their masks.  Masks that remain (e.g. N:M on the surviving
+    channels) are re-applied with ``torch.nn.utils.prune`` on the smaller weights, so the shrunk
+    model computes exactly what the masked model computes.
 
     Raises
     ------
     ConfigError
-        If ``torch-pruning`` is not installed, or a layer type it cannot shrink has zero rows.
+        If ``torch-pruning`` is not installed, a layer type it cannot shrink has zero rows, or
+        (``strict``) a layer's channels could not be removed because of a coupling.
     """
     try:
         import torch_pruning as tp
@@ -65,6 +91,12 @@ def shrink_channels(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) 
         group = dg.get_pruning_group(module, fn, idxs=idxs)
         if not dg.check_pruning_group(group):
             raise ConfigError(f"torch-pruning refused to remove channels {idxs} of {name!r}")
+        coupled = _coupled_alive(group, module)
+        if coupled:
+            if strict:
+                raise ConfigError(f"cannot remove channels of {name!r}: they are coupled (residual or "
+                                  f"concatenation) to live channels of {', '.join(coupled)}")
+            continue  # stays masked at full width: exact, just not smaller
         group.prune()
     # re-apply what is left of the masks on the shrunk weights: zeros that are not whole rows
     rest = {}
