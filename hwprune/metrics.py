@@ -15,7 +15,9 @@ What is counted
 * ``macs_dense`` / ``macs_effective`` — multiply-accumulates of one inference (example inputs
   of batch 1; a graph task's whole graph), all GEMM-shaped layers including activation ×
   activation products; effective = non-zero weights only.  FLOPs = 2 × MACs.
-* ``latency_ms`` — measured CPU inference time of one batch, median of repeats, 1 thread.
+* ``latency_ms`` — measured CPU inference time of one batch (64 test examples) of the model with
+  its masks folded in (``prune.remove``), median of repeats, 1 thread; dense kernels, so
+  unstructured zeros do not speed it up — only physically removed channels do.
 * ``cycles`` / ``energy_pj`` — :func:`hwprune.cost.estimate_model` on the array with the
   model's actual masks (layers via :func:`hwprune.importers.from_torch`).
 """
@@ -272,7 +274,10 @@ def measure(model: nn.Module, task: Task | None = None, *,
     latency = None
     if timing_repeats:
         timing_inputs = task.example_inputs(timing_batch) if task is not None else inputs
-        latency = inference_time(model, timing_inputs, repeats=timing_repeats)
+        from .prune.engine import make_permanent
+
+        # time the deployable model: masks folded in, no per-forward mask multiply
+        latency = inference_time(make_permanent(clone_model(model)), timing_inputs, repeats=timing_repeats)
     return ModelMetrics(
         accuracy=evaluate(model, task, "test") if task is not None else None,
         params_total=total, params_nonzero=nonzero, bytes_fp32=sizes["fp32"], bytes_csr=sizes["csr"],
