@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .config import ArrayConfig, load_array
+from .cost import ModelCost
 from .errors import ConfigError
 from .tasks import Task
 from .train import clone_model, evaluate, refresh_pruned
@@ -223,7 +224,8 @@ def inference_time(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, repeat
     return statistics.median(times)
 
 
-def hardware_cost(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], array: str | ArrayConfig):
+def hardware_cost(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                  array: str | ArrayConfig) -> ModelCost:
     """:class:`~hwprune.cost.ModelCost` of ``model`` on ``array`` with its actual masks."""
     from .cost import estimate_model
     from .importers import from_torch
