@@ -95,7 +95,7 @@ class Schedule:
     slots: int             # issue width N of N:M (== group_size: dense)
     issued: np.ndarray     # bool (groups, col_tiles, k_groups)
     expected_issue: float = 1.0
-    kept_channels: np.ndarray | None = None  # (groups, n_out) original channel index per column
+    kept_channels: np.ndarray | None = None  # (groups, n_out) original channel per column, -1 = none
 
     @property
     def row_tiles(self) -> int:
@@ -243,19 +243,20 @@ def make_schedule(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern 
         mask = np.asarray(mask).astype(bool)
         if mask.shape != (spec.N, spec.K):
             raise ConfigError(f"{spec.name}: mask of shape {mask.shape} is not N×K = {(spec.N, spec.K)}")
+    # An output channel whose weights are all zero is never computed (its output is the bias
+    # alone): the surviving channels are packed into the columns, whatever pattern emptied them.
     kept = None
-    if isinstance(pattern, Channel):
-        if mask is not None:
-            rows_alive = mask.reshape(spec.groups, npg, spec.K).any(axis=2)
+    n_out = npg
+    if mask is not None:
+        rows_alive = mask.reshape(spec.groups, npg, spec.K).any(axis=2)
+        if not rows_alive.all():
             n_out = max(1, int(rows_alive.sum(axis=1).max()))
             kept = np.full((spec.groups, n_out), -1, dtype=np.int64)
             for g in range(spec.groups):
                 idx = np.flatnonzero(rows_alive[g])
                 kept[g, : idx.size] = idx
-        else:
-            n_out = max(1, round(pattern.keep * npg))
-    else:
-        n_out = npg
+    elif isinstance(pattern, Channel):
+        n_out = max(1, round(pattern.keep * npg))
     slots = _issue_width(spec, array, pattern, mask)
     col_tiles = math.ceil(n_out / array.cols)
     expected = 1.0

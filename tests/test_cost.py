@@ -74,8 +74,8 @@ def test_mask_counts_skipped_groups_exactly():
     # 4×4 array, K=16 (4 groups), N=8 (2 column tiles), M=4 (1 row tile).  Column tile 0 has
     # weights only in group 1; column tile 1 has weights in groups 0 and 3.
     mask = np.zeros((8, 16), dtype=bool)
-    mask[2, 5] = True
-    mask[5, 0] = mask[7, 13] = True
+    mask[0:4, 5] = True
+    mask[4:6, 0] = mask[6:8, 13] = True
     spec = LayerSpec.gemm("g", 4, 16, 8)
     sched = make_schedule(spec, array(4, 4), NM(2, 4), mask)
     assert sched.issued.tolist() == [[[False, True, False, False], [True, False, False, True]]]
@@ -86,6 +86,17 @@ def test_mask_counts_skipped_groups_exactly():
     # without group skipping every group is issued: 2 folds × (8 + 6) − 1
     no_skip = make_schedule(spec, array(4, 4, group_skipping=False), NM(2, 4), mask)
     assert no_skip.compute_cycles() == 27
+
+
+def test_empty_output_channels_are_compacted():
+    # only channels 2, 5 and 7 hold weights (groups 1, 0, 3): they are packed into one column
+    # tile that issues groups 0, 1 and 3 → K′ = 6 → (6 + 6) − 1 = 11 cycles instead of 2 folds
+    mask = np.zeros((8, 16), dtype=bool)
+    mask[2, 5] = mask[5, 0] = mask[7, 13] = True
+    sched = make_schedule(LayerSpec.gemm("g", 4, 16, 8), array(4, 4), NM(2, 4), mask)
+    assert sched.kept_channels.tolist() == [[2, 5, 7]]
+    assert sched.issued.tolist() == [[[True, True, False, True]]]
+    assert sched.compute_cycles() == 11
 
 
 def test_all_zero_tile_still_drains():
