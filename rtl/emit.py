@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog as _verilog
+from amaranth.hdl import Shape
 
 from ..config import ArrayConfig
 from ..errors import ConfigError, HwPruneError
@@ -82,7 +83,7 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
     ports = []
     for path, member, _ in top.signature.flatten(top):
         ports.append({"name": "__".join(map(str, path)), "direction": "input" if member.flow.name == "In" else "output",
-                      "width": member.shape.width if hasattr(member.shape, "width") else len(member.shape)})
+                      "width": Shape.cast(member.shape).width})
     ports = [{"name": "clk", "direction": "input", "width": 1},
              {"name": "rst", "direction": "input", "width": 1}] + ports
     from ..schedule import RTL_START_CYCLES

@@ -96,9 +96,14 @@ def build(array: ArrayConfig, slots: int, *, jobs: int = 2) -> VerilatorBuild:
             obj = work / "obj_dir"
             obj.mkdir()
             runtime = root / f"runtime-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
-            if runtime.is_dir():   # the Verilator runtime compiles once per version
+            if runtime.is_dir():
+                # The Verilator runtime (most of a small design's build time) compiles once per
+                # version.  Its objects depend on the generated Makefile only by make's rules,
+                # not by content: date them after the Makefile Verilator is about to write.
+                later = time.time() + 86400
                 for f in runtime.iterdir():
                     shutil.copy2(f, obj / f.name)
+                    os.utime(obj / f.name, (later, later))
             proc = subprocess.run([exe, *_FLAGS, "-j", str(jobs), "hwprune_top.v", "tb.cpp"],
                                   cwd=work, capture_output=True, text=True)
             if proc.returncode or not (obj / "Vsim").is_file():
