@@ -138,7 +138,7 @@ def test_reference_and_wrap():
 
 def test_layer_too_big_names_the_memory():
     layer = LayerSpec.gemm("big", 200, 4, 3)
-    with pytest.raises(UnsupportedLayerError, match="big: needs 200 outputs words .* out_sram_kib"):
+    with pytest.raises(UnsupportedLayerError, match="big: needs 100 desc words .* out_sram_kib"):
         build_images(layer, np.ones((3, 4), dtype=int), np.ones((200, 4), dtype=int), SMALL, Dense())
     layer = LayerSpec.gemm("wide", 2, 400, 3)
     with pytest.raises(UnsupportedLayerError, match="wide: needs 400 weights words .* weight_sram_kib"):
