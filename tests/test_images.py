@@ -138,10 +138,10 @@ def test_reference_and_wrap():
 
 def test_layer_too_big_names_the_memory():
     layer = LayerSpec.gemm("big", 200, 4, 3)
-    with pytest.raises(UnsupportedLayerError, match="big: needs 100 desc words .* out_sram_kib"):
+    with pytest.raises(UnsupportedLayerError, match="big: needs 100 desc words .*out_sram_kib"):
         build_images(layer, np.ones((3, 4), dtype=int), np.ones((200, 4), dtype=int), SMALL, Dense())
     layer = LayerSpec.gemm("wide", 2, 400, 3)
-    with pytest.raises(UnsupportedLayerError, match="wide: needs 400 weights words .* weight_sram_kib"):
+    with pytest.raises(UnsupportedLayerError, match="wide: needs 400 weights words .*weight_sram_kib"):
         build_images(layer, np.ones((3, 400), dtype=int), np.ones((2, 400), dtype=int), SMALL, Dense())
 
 

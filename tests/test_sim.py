@@ -76,8 +76,10 @@ def make_case(array, pattern, seed: int, *, max_m: int = 9, max_k: int = 19, max
         for kg in range(0, K, gs):
             if rng.random() < 0.5:
                 w[:, kg:kg + gs] = 0
-    if rng.random() < 0.3:                               # an all-zero weight tile (K′ = 0 fold)
+    if rng.random() < 0.3:                               # all-zero channels (packed away) …
         w[: min(array.cols, layer.N)] = 0
+    if groups > 1 and rng.random() < 0.3:                # … or a whole zero conv group (K′ = 0 folds)
+        w[:npg] = 0
     if not isinstance(pattern, Dense):
         w = np.where(pattern.mask(np.abs(w) + rng.random(w.shape) * 1e-3), w, 0)
     return layer, w, (x[0] if groups == 1 and rng.random() < 0.5 else x)
@@ -149,18 +151,20 @@ def test_accumulator_wraps_twos_complement(backend):
 
 @needs_verilator
 def test_all_zero_tile_and_skipped_groups_are_exercised():
-    """The generator's features really occur: a K′ = 0 fold and skipped groups, exact."""
+    """The generator's features really occur: a K′ = 0 fold (a conv group whose weights are all
+    zero: all-zero channels are packed away, but the group keeps its columns) and skipped
+    groups, exact."""
     array, pattern = A23, NM(2, 4)
-    layer = LayerSpec.gemm("zeros", 5, 16, 6)
+    layer = LayerSpec("zeros", LayerKind.GROUPED, 5, 16, 6, 2)
     rng = np.random.default_rng(1)
     w = rng.integers(-128, 128, size=(6, 16))
     w = np.where(pattern.mask(np.abs(w) + 0.5), w, 0)
-    w[:3] = 0                                            # first column tile: all zero
+    w[:3] = 0                                            # conv group 0: all zero
     w[:, 4:8] = 0                                        # one K group zero everywhere
     sched = make_schedule(layer, array, pattern, w != 0)
     kps = [f.k_prime for f in sched.folds()]
     assert 0 in kps and max(kps) == 6                    # 3 of 4 groups × 2 slots
-    res = simulate(layer, w, rng.integers(-128, 128, size=(5, 16)), pattern, array)
+    res = simulate(layer, w, rng.integers(-128, 128, size=(2, 5, 16)), pattern, array)
     assert res.bit_exact and res.cycle_exact
 
 
