@@ -97,7 +97,7 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
                        "cycle_counter_bits": CYCLE_COUNTER_BITS},
         "ports": ports,
         "timing": {"fold_cycles": "K' + R + C - 2", "start_cycles": RTL_START_CYCLES,
-                   "fill_cycles": RTL_START_CYCLES + 4,
+                   "fill_cycles": _fill_cycles(array),
                    "total": "compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + R + C - 2) - 1",
                    "overflow": f"accumulators wrap two's-complement at {array.acc_bits} bits"},
         "handshake": "pulse start for one cycle while busy is low; done rises when outputs are "
@@ -106,6 +106,12 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
         "memories": memory_map(array, slots).to_dict(),
         "readmemh": {f"mem_{n}": f"+mem_{n}=FILE.hex" for n in MEMORIES},
     }
+
+
+def _fill_cycles(array: ArrayConfig) -> int:
+    from ..ir import LayerSpec
+    from ..schedule import make_schedule
+    return make_schedule(LayerSpec.gemm("probe", 1, 1, 1), array).fill_cycles()
 
 
 def _yosys(script: str, files: dict[str, str], timeout: float) -> str:
@@ -147,15 +153,16 @@ def synth_stats(array: ArrayConfig, slots: int, *, ice40: bool = False, timeout:
     for part, comp in (("array", SystolicArray(array=array, slots=slots)),
                        ("controller", Controller(array=array, slots=slots))):
         text = _verilog.convert(comp, name=part, emit_src=False)
-        script = (f"read_verilog -sv {part}.v; hierarchy -top {part}; proc; opt -fast; wreduce; "
-                  f"tee -q -o mul.json stat -json; synth -top {part} -flatten; tee -q -o stat.json stat -json")
-        stats = _cells(_yosys(script.replace("tee -q -o mul.json stat -json; ", ""), {f"{part}.v": text}, timeout), part)
+        files = {f"{part}.v": text}
+        stats = _cells(_yosys(f"read_verilog -sv {part}.v; synth -top {part} -flatten; "
+                              "tee -q -o stat.json stat -json", files, timeout), part)
+        # generic synth lowers $mul to gates: count the multipliers before it does
         pre = _yosys(f"read_verilog -sv {part}.v; hierarchy -top {part}; proc; flatten; opt; wreduce; "
-                     f"tee -q -o stat.json stat -json", {f"{part}.v": text}, timeout)
+                     "tee -q -o stat.json stat -json", files, timeout)
         stats["multipliers"] = _cells(pre, part)["by_type"].get("$mul", 0)
         if ice40:
             ice = _cells(_yosys(f"read_verilog -sv {part}.v; synth_ice40 -top {part}; "
-                                f"tee -q -o stat.json stat -json", {f"{part}.v": text}, timeout), part)
+                                "tee -q -o stat.json stat -json", files, timeout), part)
             stats["ice40"] = {"lut4": ice["by_type"].get("SB_LUT4", 0), "carry": ice["by_type"].get("SB_CARRY", 0),
                               "dff": sum(v for k, v in ice["by_type"].items() if k.startswith("SB_DFF")),
                               "mac16": ice["by_type"].get("SB_MAC16", 0), "cells": ice["cells"]}
