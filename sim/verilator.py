@@ -21,7 +21,10 @@ from ..images import LayerImages, MEMORIES, write_images, _read_hex
 __all__ = ["VerilatorBuild", "build", "run", "cache_dir"]
 
 _RUNTIME = ("verilated", "verilated_threads")
-_FLAGS = ("--cc", "--exe", "--build", "-O3", "-CFLAGS", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+# VM_PARALLEL_BUILDS=0: one translation unit.  The PyPI wheel's split (parallel) build passes the
+# precompiled header without its -include flag and fails on designs large enough to be split.
+_FLAGS = ("--cc", "--exe", "--build", "-O3", "-CFLAGS", "-O3", "-MAKEFLAGS", "VM_PARALLEL_BUILDS=0",
+          "-Wno-fatal", "-Wno-lint", "-Wno-style",
           "--top-module", "hwprune_top", "-o", "Vsim")
 
 
