@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller layers, no 16×16 512³ runs")
     ap.add_argument("--no-yosys", action="store_true", help="skip the synthesis statistics")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--sections", default="same,large,gemm,yosys",
+                    help="comma-separated subset of: same, large, gemm, yosys (default: all)")
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
 
     out: dict[str, object] = {}
     compile_log: dict[str, float] = {}
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- the same 2:4 layer through both back ends -------------------------------------------
     same = {}
-    for name, array, shape in (("8x8", a8, (32, 256, 32)), ("16x16", a16, (32, 128, 32))):
+    for name, array, shape in () if "same" not in sections else (("8x8", a8, (32, 256, 32)), ("16x16", a16, (32, 128, 32))):
         if args.quick and name == "16x16":
             continue
         layer, w, x = operands(*shape, p24)
@@ -85,18 +88,20 @@ def main(argv: list[str] | None = None) -> int:
                                                                   / a["cycles_per_second_end_to_end"]),
                       "verilator_over_amaranth_in_simulator": round(v["cycles_per_second_in_simulator"]
                                                                     / a["cycles_per_second_in_simulator"])}
-    out["same_layer"] = same
+    if same:
+        out["same_layer"] = same
 
     # -- a large layer through Verilator, end to end -------------------------------------------
-    big8 = a8.replace(weight_sram_kib=256, act_sram_kib=256, out_sram_kib=1024)
-    size = 256 if args.quick else 512
-    layer, w, x = operands(size, size, size, p24)
-    build(big8, 2, compile_log, "8x8 2:4 (large buffers)")
-    out["verilator_large"] = {"array": "os8x8, buffers 256/256/1024 KiB", "layer": [size] * 3,
-                              "pattern": "2:4", **run(layer, w, x, p24, big8, "verilator")}
+    if "large" in sections:
+        big8 = a8.replace(weight_sram_kib=256, act_sram_kib=256, out_sram_kib=1024)
+        size = 256 if args.quick else 512
+        layer, w, x = operands(size, size, size, p24)
+        build(big8, 2, compile_log, "8x8 2:4 (large buffers)")
+        out["verilator_large"] = {"array": "os8x8, buffers 256/256/1024 KiB", "layer": [size] * 3,
+                                  "pattern": "2:4", **run(layer, w, x, p24, big8, "verilator")}
 
     # -- dense vs 2:4 vs 1:4 on 16×16 ------------------------------------------------------------
-    if not args.quick:
+    if not args.quick and "gemm" in sections:
         big16 = a16.replace(weight_sram_kib=1024, act_sram_kib=1024, out_sram_kib=1024)
         gemm = {}
         for label, pat in (("dense", dense), ("2:4", p24), ("1:4", p14)):
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         out["gemm512_16x16"] = gemm
 
     # -- area efficiency on 8×8 ------------------------------------------------------------------
-    if not args.no_yosys:
+    if not args.no_yosys and "yosys" in sections:
         ys = {}
         m, k, n = (64, 256, 64)
         for label, pat, slots in (("dense", dense, 4), ("2:4", p24, 2)):

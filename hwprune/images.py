@@ -202,7 +202,13 @@ def reference_outputs(weights: np.ndarray, acts: np.ndarray, groups: int, acc_bi
     w = np.asarray(weights, dtype=np.int64)
     x = np.asarray(acts, dtype=np.int64)
     npg = w.shape[0] // groups
-    out = np.stack([x[g] @ w[g * npg:(g + 1) * npg].T for g in range(groups)])
+    bound = int(np.abs(w).max(initial=0)) * int(np.abs(x).max(initial=0)) * w.shape[1]
+    if bound < 2**53:
+        # every partial sum is an integer below 2^53: float64 (BLAS) is exact and much faster
+        out = np.stack([np.rint(x[g].astype(np.float64) @ w[g * npg:(g + 1) * npg].T.astype(np.float64))
+                        for g in range(groups)]).astype(np.int64)
+    else:
+        out = np.stack([x[g] @ w[g * npg:(g + 1) * npg].T for g in range(groups)])
     return wrap(out, acc_bits)
 
 
@@ -414,6 +420,7 @@ def _write_hex(path: Path, words: list[int], layout: MemoryLayout, *, force: boo
 
 def _read_hex(path: Path, layout: MemoryLayout) -> list[int]:
     words = []
+    width = layout.width
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.split("//")[0].strip()
         if not line or line.startswith("@"):
@@ -424,8 +431,8 @@ def _read_hex(path: Path, layout: MemoryLayout) -> list[int]:
             words.append(int(line, 16))
         except ValueError:
             raise ExportError(f"{path}:{n}: not a hex word: {line!r}") from None
-        if words[-1] >> layout.width:
-            raise ExportError(f"{path}:{n}: word wider than {layout.width} bits")
+        if words[-1] >> width:
+            raise ExportError(f"{path}:{n}: word wider than {width} bits")
     return words
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..config import ArrayConfig
 from ..errors import HwPruneError, VerificationError
-from ..images import LayerImages, MEMORIES, write_images, _read_hex
+from ..images import MEMORIES, LayerImages, _read_hex, memory_map, write_images
 
 __all__ = ["VerilatorBuild", "build", "run", "cache_dir"]
 
@@ -52,17 +53,23 @@ class VerilatorBuild:
     cached: bool
 
 
+@functools.lru_cache(maxsize=4)
+def _version(exe: str) -> str:
+    return subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+
+
 def _tb_source() -> str:
     return resources.files("hwprune.sim").joinpath("tb.cpp").read_text()
 
 
 def _design_key(array: ArrayConfig, slots: int, tb: str, version: str) -> str:
-    """Hash of everything the binary depends on: the generators' sources, the design, the bench."""
+    """Hash of everything the binary depends on: the generators' sources, the design's memory
+    map and config, the bench, the Verilator version and flags."""
     h = hashlib.sha256()
     rtl = resources.files("hwprune.rtl")
     for name in sorted(p.name for p in rtl.iterdir() if p.name.endswith(".py")):
         h.update(rtl.joinpath(name).read_bytes())
-    h.update(resources.files("hwprune").joinpath("images.py").read_bytes())
+    h.update(json.dumps(memory_map(array, slots).to_dict(), sort_keys=True).encode())
     h.update(json.dumps(array.to_dict(), sort_keys=True).encode())
     h.update(f"{slots}\0{tb}\0{version}\0{' '.join(_FLAGS)}".encode())
     return h.hexdigest()[:20]
@@ -78,7 +85,7 @@ def build(array: ArrayConfig, slots: int, *, jobs: int = 2) -> VerilatorBuild:
 
     exe = _verilator()
     tb = _tb_source()
-    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+    version = _version(exe)
     key = _design_key(array, slots, tb, version)
     root = cache_dir()
     target = root / key
