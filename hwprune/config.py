@@ -57,6 +57,9 @@ class ArrayConfig:
     sram_bytes_per_cycle: float = 128
     dram_bytes_per_cycle: float = 16
     energy: EnergyTable = field(default_factory=EnergyTable)
+    #: Fold pipelining: the next fold's slots enter while the previous fold's results skew out
+    #: (see :meth:`hwprune.schedule.Schedule.fold_interval`).  Off by default: SCALE-Sim's count.
+    fold_overlap: bool = False
 
     @property
     def index_bits(self) -> int:
@@ -82,7 +85,7 @@ class ArrayConfig:
         """The TOML structure :meth:`from_dict` reads (for ``--json`` and manifests)."""
         return {
             "name": self.name, "rows": self.rows, "cols": self.cols, "dataflow": self.dataflow,
-            "clock_mhz": self.clock_mhz,
+            "clock_mhz": self.clock_mhz, "fold_overlap": self.fold_overlap,
             "sparsity": {"m": self.group_size, "n": list(self.slot_options),
                          "group_skipping": self.group_skipping},
             "bits": {"weight": self.weight_bits, "activation": self.act_bits,
@@ -98,7 +101,8 @@ class ArrayConfig:
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ArrayConfig:
         """Build and validate from the TOML structure; errors name ``source``, key and value."""
         r = _Reader(data, source)
-        r.reject_unknown({"name", "rows", "cols", "dataflow", "clock_mhz", "sparsity", "bits", "memory", "energy"})
+        r.reject_unknown({"name", "rows", "cols", "dataflow", "clock_mhz", "fold_overlap", "sparsity", "bits",
+                          "memory", "energy"})
         name, rows, cols = r.str("name", source), r.int("rows"), r.int("cols")
         sp, bits, mem, en = r.table("sparsity"), r.table("bits"), r.table("memory"), r.table("energy")
         m = sp.int("m", 4)
@@ -128,7 +132,8 @@ class ArrayConfig:
             weight_sram_kib=mem.float("weight_sram_kib", 256), act_sram_kib=mem.float("act_sram_kib", 256),
             out_sram_kib=mem.float("out_sram_kib", 128),
             sram_bytes_per_cycle=mem.float("sram_bytes_per_cycle", 128),
-            dram_bytes_per_cycle=mem.float("dram_bytes_per_cycle", 16), energy=energy)
+            dram_bytes_per_cycle=mem.float("dram_bytes_per_cycle", 16), energy=energy,
+            fold_overlap=r.bool("fold_overlap", False))
         sp.reject_unknown({"m", "n", "group_skipping"})
         bits.reject_unknown({"weight", "activation", "accumulator"})
         mem.reject_unknown({"weight_sram_kib", "act_sram_kib", "out_sram_kib", "sram_bytes_per_cycle",

@@ -17,6 +17,11 @@ Order of work (the SCALE-Sim output-stationary order):
 A fold with K′ issued slots occupies the array for K′ + R + C − 2 cycles (skew in, accumulate,
 skew out).  ``compute_cycles`` = Σ_folds (K′ + R + C − 2) − 1 is SCALE-Sim 3's ``Total Cycles``
 convention for the output-stationary dataflow (dense and layer-wise N:M).
+
+With ``fold_overlap`` (an opt-in :class:`~hwprune.config.ArrayConfig` key) the next fold starts
+``fold_interval`` = K′ + P cycles, P = max(R, C − 1), after the previous one instead of
+K′ + R + C − 2: its slots enter while the previous fold's results skew out and drain (see
+:meth:`Schedule.fold_interval` for the derivation from the RTL's timing).
 """
 
 from __future__ import annotations
@@ -32,13 +37,25 @@ from .errors import ConfigError, UnsupportedLayerError
 from .ir import LayerSpec
 from .patterns import NM, Channel, Dense, SparsityPattern
 
-__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "RTL_START_CYCLES"]
+__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "fold_gap", "RTL_START_CYCLES"]
 
 #: Cycles the generated RTL (``hwprune.rtl``) takes from the cycle ``start`` is high to the cycle
 #: it issues the first schedule-stream read.  Owned with ``rtl/``: change both together.
 RTL_START_CYCLES = 1
 #: Memory read latency in front of the array: schedule stream, then weights and activations.
 _RTL_READ_LATENCY = 2
+
+
+def fold_gap(rows: int, cols: int, overlap: bool) -> int:
+    """Cycles between a fold's last slot and the next fold's first slot (stage 0 of the RTL).
+
+    Back to back: R + C − 2 (skew out).  Overlapped: P = max(R, C − 1), derived in
+    :meth:`Schedule.fold_interval`; P ≤ R + C − 2 whenever C ≥ 2 (all the RTL accepts), and for a
+    one-column array, which has no RTL, the model keeps the back-to-back gap.  The controller
+    (``hwprune.rtl.controller``) takes its wrap count from here.
+    """
+    back_to_back = rows + cols - 2
+    return min(max(rows, cols - 1), back_to_back) if overlap else back_to_back
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +113,7 @@ class Schedule:
     issued: np.ndarray     # bool (groups, col_tiles, k_groups)
     expected_issue: float = 1.0
     kept_channels: np.ndarray | None = None  # (groups, n_out) original channel per column, -1 = none
+    fold_overlap: bool = False  # folds pipelined (ArrayConfig.fold_overlap)
 
     @property
     def row_tiles(self) -> int:
@@ -131,14 +149,50 @@ class Schedule:
         """Cycles of each weight tile's fold (each repeated ``row_tiles`` times): K′ + R + C − 2."""
         return self.tile_k_prime() + self.rows + self.cols - 2
 
+    def fold_interval(self) -> np.ndarray:
+        """Cycles from one fold's start to the next's, per weight tile (each repeated ``row_tiles``
+        times): K′ + R + C − 2 back to back, K′ + P with ``fold_overlap``, P = max(R, C − 1).
+
+        Derivation from the RTL (``hwprune.rtl``; fold f's first slot read at cycle T_f).  Slot s
+        enters the array at T_f + s + 2 and reaches PE(r, c) at T_f + s + 2 + r + c, so PE(r, c)
+        holds fold f's result from T_f + K′_f + 2 + r + c.  The drain writes row r (all C columns
+        at once, straight from the accumulators) at D_f(r) = T_f + K′_f + C + 1 + r, the first
+        cycle column C − 1 is final.  Two hazards bound the next fold's start T_{f+1}:
+
+        * its first slot clears PE(r, 0) at the end of cycle T_{f+1} + 2 + r, so the drain must
+          read row r no later: D_f(r) ≤ T_{f+1} + 2 + r  ⇔  T_{f+1} − T_f ≥ K′_f + C − 1;
+        * the drain writes one row per cycle, so fold f+1's drain must start after fold f's:
+          D_{f+1}(0) ≥ D_f(R − 1) + 1  ⇔  T_{f+1} + K′_{f+1} ≥ T_f + K′_f + R, which holds for any
+          K′_{f+1} ≥ 0 when T_{f+1} − T_f ≥ K′_f + R.
+
+        Slots issue one per cycle (T_{f+1} − T_f ≥ K′_f) and a K′ = 0 fold still takes P ≥ 1
+        cycles, so K′_f + max(R, C − 1) is the smallest interval that depends on fold f alone.
+        No result (shadow) register is needed: the accumulators are read before they are cleared.
+        """
+        return self.tile_k_prime() + fold_gap(self.rows, self.cols, self.fold_overlap)
+
     def compute_cycles(self) -> int:
-        """Σ over folds (K′ + R + C − 2) − 1: SCALE-Sim 3's output-stationary ``Total Cycles``."""
-        return int(self.fold_cycles().sum()) * self.row_tiles - 1
+        """Σ over folds (K′ + R + C − 2) − 1: SCALE-Sim 3's output-stationary ``Total Cycles``.
+
+        With ``fold_overlap``: Σ over folds (K′ + P) − P + (R + C − 2) − 1, P = max(R, C − 1),
+        i.e. every fold but the last costs its issue interval K′ + P and the last one the full
+        K′ + R + C − 2 (skew in, accumulate, skew out), with SCALE-Sim's − 1.  It equals the
+        back-to-back count for one fold and is never larger (P ≤ R + C − 2, :func:`fold_gap`),
+        and ``fill_cycles`` is the same constant in both modes.
+        """
+        if not self.fold_overlap:
+            return int(self.fold_cycles().sum()) * self.row_tiles - 1
+        if self.folds_count == 0:
+            return -1
+        p = fold_gap(self.rows, self.cols, True)
+        return (int(self.fold_interval().sum()) * self.row_tiles - p
+                + self.rows + self.cols - 2 - 1)
 
     def fill_cycles(self) -> int:
         """Cycles the RTL adds outside the SCALE-Sim count, independent of the layer and array.
 
-        The RTL's folds run back to back for Σ (K′ + R + C − 2) = ``compute_cycles`` + 1 cycles;
+        The RTL's folds run for Σ (K′ + R + C − 2) = ``compute_cycles`` + 1 cycles (with
+        ``fold_overlap``, the last fold starts Σ_{f<last} (K′_f + P) cycles after the first);
         around them it spends ``RTL_START_CYCLES`` before the first fold, the read latency of
         the schedule stream and of the weight/activation memories (2) at the end of the last
         fold (its drain finishes those cycles later), and one cycle for ``done`` to rise after
@@ -267,7 +321,7 @@ def make_schedule(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern 
         if mask is None:
             expected = _expected_issue(spec, array, pattern, n_out)
     return Schedule(array.rows, array.cols, spec.M, spec.K, n_out, spec.groups, gs, slots,
-                    issued, expected, kept)
+                    issued, expected, kept, array.fold_overlap)
 
 
 def _issued_from_mask(mask: np.ndarray, groups: int, npg: int, kept: np.ndarray | None, cols: int,

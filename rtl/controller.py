@@ -5,7 +5,9 @@ by :func:`hwprune.images.build_images` into the ``desc`` and ``stream`` memories
 counts through them with the fixed timing of the array:
 
 * fold f issues its K′ slots on consecutive cycles, then waits R + C − 2 cycles (skew out), so a
-  fold occupies K′ + R + C − 2 cycles and the next fold follows at once;
+  fold occupies K′ + R + C − 2 cycles and the next fold follows at once; with
+  ``array.fold_overlap`` it waits only P = max(R, C − 1) cycles: the next fold's slots enter while
+  this fold's results skew out (:meth:`hwprune.schedule.Schedule.fold_interval` derives P);
 * stage 0 reads the stream word of a slot, stage 1 the weight and activation words (the latter
   at ``a_base + stream``), stage 2 feeds the array (``RTL_READ_LATENCY`` = 2);
 * K′ + C − 2 cycles into a fold a drain token starts; two cycles later the drain writes the R
@@ -21,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import ArrayConfig
 from ..images import MemoryMap, memory_map
+from ..schedule import fold_gap
 from .pe import check_design
 
 __all__ = ["Controller", "CYCLE_COUNTER_BITS"]
@@ -58,6 +61,8 @@ class Controller(wiring.Component):
             f[fld.name] = self.desc_data[off: off + fld.bits]
             off += fld.bits
         kp = f["k_prime"]
+        # cycles after the last slot before the next fold's first (the wrap is at t = kp + gap − 1)
+        gap = fold_gap(R, C, self._array.fold_overlap)
 
         run = Signal()                          # issuing folds
         fold = Signal.like(self.desc_addr)
@@ -68,7 +73,7 @@ class Controller(wiring.Component):
         issue = run & (t < kp)
         m.d.comb += self.stream_addr.eq(f["w_base"] + t)
         with m.If(run):
-            with m.If(t == kp + (R + C - 3)):
+            with m.If(t == kp + (gap - 1)):
                 m.d.sync += t.eq(0)
                 with m.If(f["last"]):
                     m.d.sync += run.eq(0)

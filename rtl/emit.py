@@ -96,9 +96,7 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
                        "act_bits": array.act_bits, "acc_bits": array.acc_bits,
                        "cycle_counter_bits": CYCLE_COUNTER_BITS},
         "ports": ports,
-        "timing": {"fold_cycles": "K' + R + C - 2", "start_cycles": RTL_START_CYCLES,
-                   "fill_cycles": _fill_cycles(array),
-                   "total": "compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + R + C - 2) - 1",
+        "timing": _timing(array) | {"start_cycles": RTL_START_CYCLES, "fill_cycles": _fill_cycles(array),
                    "overflow": f"accumulators wrap two's-complement at {array.acc_bits} bits"},
         "handshake": "pulse start for one cycle while busy is low; done rises when outputs are "
                      "written; cycles = start cycle (0) to first done cycle; read outputs with "
@@ -106,6 +104,17 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
         "memories": memory_map(array, slots).to_dict(),
         "readmemh": {f"mem_{n}": f"+mem_{n}=FILE.hex" for n in MEMORIES},
     }
+
+
+def _timing(array: ArrayConfig) -> dict[str, str]:
+    if not array.fold_overlap:
+        return {"fold_cycles": "K' + R + C - 2",
+                "total": "compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + R + C - 2) - 1"}
+    from ..schedule import fold_gap
+    p = fold_gap(array.rows, array.cols, True)
+    return {"fold_cycles": f"K' + {p} between fold starts (K' + max(R, C - 1)); last fold K' + R + C - 2",
+            "total": f"compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + {p}) - {p} "
+                     "+ R + C - 3"}
 
 
 def _fill_cycles(array: ArrayConfig) -> int:

@@ -230,3 +230,65 @@ def test_exact_mask_bounds(M, K, N, rc, density, seed):
     assert cost.macs_nonzero <= cost.macs_executed
     assert cost.bound_cycles <= cost.cycles
     assert cost.compute_cycles <= estimate_layer(spec, a, Dense()).compute_cycles
+
+
+# --- fold pipelining (fold_overlap) --------------------------------------------------------
+def test_hand_derived_overlapped_folds():
+    # Same layer as test_hand_derived_partial_group_and_padding: 2×3 array, M=5, K=11, N=4,
+    # 6 folds.  Overlapped, a fold starts K′ + P after the previous one, P = max(R, C − 1) =
+    # max(2, 2) = 2, and the last one takes K′ + R + C − 2 = K′ + 3:
+    # 2:4, K′ = 6 → 5·(6 + 2) + (6 + 3) − 1 = 48 (back to back: 53);
+    # 1:4, K′ = 3 → 5·(3 + 2) + (3 + 3) − 1 = 35 − 5 = 30 (back to back: 35).
+    spec = LayerSpec.gemm("g", 5, 11, 4)
+    a = array(2, 3, fold_overlap=True)
+    assert estimate_layer(spec, a, NM(2, 4)).compute_cycles == 48
+    assert estimate_layer(spec, a, NM(1, 4)).compute_cycles == 30
+    assert estimate_layer(spec, a, NM(2, 4)).fill_cycles == 5        # same RTL overhead
+    # R > C: 4×2 array, P = max(4, 1) = 4; M=9 (3 row tiles), K=8, N=2 dense: K′ = 8,
+    # 3 folds → 2·(8 + 4) + (8 + 4) − 1 = 35 (back to back 3·12 − 1 = 35: P = R + C − 2 here)
+    assert estimate_layer(LayerSpec.gemm("g", 9, 8, 2), array(4, 2, fold_overlap=True),
+                          Dense()).compute_cycles == 35
+    # 4×4, P = 4 < R + C − 2 = 6; M=8 (2 row tiles), K=8, N=4 dense, K′ = 8: 12 + 14 − 1 = 25
+    assert estimate_layer(LayerSpec.gemm("g", 8, 8, 4), array(4, 4, fold_overlap=True),
+                          Dense()).compute_cycles == 25
+    # a single K′ = 0 fold costs what it costs back to back: (0 + 6) − 1
+    zero = estimate_layer(LayerSpec.gemm("g", 4, 8, 4), array(4, 4, fold_overlap=True), NM(2, 4),
+                          np.zeros((4, 8), dtype=bool))
+    assert zero.compute_cycles == 5
+
+
+def test_overlapped_512_cube_on_16x16_reaches_the_targets():
+    # 32·32 = 1024 folds, P = max(16, 15) = 16: Σ (K′ + 16) − 16 + 30 − 1 = 1024·(K′ + 16) + 13
+    spec = LayerSpec.gemm("g", 512, 512, 512)
+    a = load_array("os16x16p")
+    cyc = {name: estimate_layer(spec, a, p).array_cycles
+           for name, p in (("dense", Dense()), ("2:4", NM(2, 4)), ("1:4", NM(1, 4)))}
+    assert cyc == {"dense": 1024 * 528 + 18, "2:4": 1024 * 272 + 18, "1:4": 1024 * 144 + 18}
+    assert cyc["dense"] / cyc["2:4"] >= 1.9 and cyc["dense"] / cyc["1:4"] >= 3.6
+    # the non-overlapped preset is unchanged: 1024·(K′ + 30) − 1 + 5
+    assert estimate_layer(spec, load_array("os16x16"), NM(2, 4)).array_cycles == 1024 * 286 + 4
+
+
+@settings(max_examples=150, deadline=None)
+@given(M=st.integers(1, 80), K=st.integers(1, 80), N=st.integers(1, 80), rc=arrays,
+       pattern=nm, density=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_overlapped_folds_never_cost_more(M, K, N, rc, pattern, density, seed):
+    spec = LayerSpec.gemm("g", M, K, N)
+    a = array(*rc)
+    mask = None
+    if seed % 2:
+        mask = np.random.default_rng(seed).random((N, K)) < density
+        if not isinstance(pattern, Dense):
+            mask &= pattern.mask(np.random.default_rng(seed + 1).random((N, K)))
+    seq = make_schedule(spec, a, pattern, mask)
+    ovl = make_schedule(spec, a.replace(fold_overlap=True), pattern, mask)
+    assert ovl.fill_cycles() == seq.fill_cycles()
+    assert ovl.compute_cycles() <= seq.compute_cycles()
+    if ovl.folds_count == 1:
+        assert ovl.compute_cycles() == seq.compute_cycles()
+    # the closed form: Σ intervals − P + R + C − 3, P = max(R, C − 1) when C ≥ 2
+    R, C = rc
+    if C >= 2:
+        p = max(R, C - 1)
+        kp = ovl.tile_k_prime()
+        assert ovl.compute_cycles() == int((kp + p).sum()) * ovl.row_tiles - p + R + C - 3

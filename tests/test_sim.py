@@ -130,6 +130,78 @@ def test_amaranth_bit_and_cycle_exact(design, seed):
     check(res, layer, w, x, array, pattern)
 
 
+# fold-pipelined designs (fold_overlap): P = max(R, C − 1) covers R = C, R > C and R < C
+P22, P23, P32, P44 = (cfg(r, c).replace(fold_overlap=True) for r, c in ((2, 2), (2, 3), (3, 2), (4, 4)))
+OVERLAP_DESIGNS = {
+    "2x2-2:4": (P22, NM(2, 4)),
+    "2x3-1:4": (P23, NM(1, 4)),
+    "2x3-dense": (P23, Dense()),
+    "3x2-1:4": (P32, NM(1, 4)),
+    "4x4-2:4": (P44, NM(2, 4)),
+    "4x4-dense": (P44, Dense()),
+}
+OVERLAP_EXTRA = {"4x4-2:4": [NM(1, 4)], "2x2-2:4": [NM(1, 2)]}
+
+
+def check_overlap(res, layer, w, x, array, pattern) -> None:
+    """Bit- and cycle-exact, and never slower than the same design without fold overlap."""
+    check(res, layer, w, x, array, pattern)
+    seq = estimate_layer(layer, array.replace(fold_overlap=False), pattern, w != 0).array_cycles
+    assert res.cycles <= seq
+
+
+@needs_verilator
+@pytest.mark.parametrize("design", list(OVERLAP_DESIGNS))
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), which=st.integers(0, 3), tiny=st.booleans())
+def test_verilator_overlapped_folds_bit_and_cycle_exact(design, seed, which, tiny):
+    """``tiny`` keeps K ≤ 3, so K′ < R, C: the interval is set by P, not by the slots."""
+    array, pattern = OVERLAP_DESIGNS[design]
+    patterns = [pattern, *OVERLAP_EXTRA.get(design, [])]
+    pattern = patterns[which % len(patterns)]
+    layer, w, x = make_case(array, pattern, seed, max_k=3 if tiny else 19)
+    res = simulate(layer, w, x, pattern, array, backend="verilator")
+    check_overlap(res, layer, w, x, array, pattern)
+
+
+@pytest.mark.parametrize("design", ["2x3-1:4", "3x2-1:4", "4x4-2:4"])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), tiny=st.booleans())
+def test_amaranth_overlapped_folds_bit_and_cycle_exact(design, seed, tiny):
+    array, pattern = OVERLAP_DESIGNS[design]
+    layer, w, x = make_case(array, pattern, seed, max_m=5, max_k=3 if tiny else 11, max_n=5)
+    res = simulate(layer, w, x, pattern, array, backend="amaranth")
+    check_overlap(res, layer, w, x, array, pattern)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("verilator", marks=needs_verilator), "amaranth"])
+def test_overlapped_zero_folds_and_tiny_k(backend):
+    """K′ = 0 folds between and after busy folds (a zero conv group, then a live one, then a zero
+    weight tile), and K = 1 (K′ = 1 < R, C), on the pipelined 2×3 design: exact, and faster
+    than back to back when there are several folds."""
+    array, pattern = P23, NM(2, 4)
+    rng = np.random.default_rng(7)
+    layer = LayerSpec("zeros", LayerKind.GROUPED, 5, 9, 8, 2)
+    w = rng.integers(-128, 128, size=(8, 9))
+    w = np.where(pattern.mask(np.abs(w) + 0.5), w, 0)
+    w[:4] = 0                                            # conv group 0: K′ = 0 folds first
+    w[4:7, :] = np.where(w[4:7] == 0, 1, w[4:7]) * (pattern.mask(np.abs(w[4:7]) + 0.5))
+    w[7] = 0                                             # group 1's second column tile is empty
+    sched = make_schedule(layer, array, pattern, w != 0)
+    kps = [f.k_prime for f in sched.folds()]
+    assert kps[0] == 0 and max(kps) > 0
+    x = rng.integers(-128, 128, size=(2, 5, 9))
+    res = simulate(layer, w, x, pattern, array, backend=backend)
+    check_overlap(res, layer, w, x, array, pattern)
+    assert res.cycles < estimate_layer(layer, A23, pattern, w != 0).array_cycles
+    tiny = LayerSpec.gemm("tiny", 7, 1, 5)
+    w1, x1 = rng.integers(-128, 128, size=(5, 1)), rng.integers(-128, 128, size=(7, 1))
+    res = simulate(tiny, w1, x1, pattern, array, backend=backend)
+    check_overlap(res, tiny, w1, x1, array, pattern)
+
+
 @pytest.mark.parametrize("backend", [pytest.param("verilator", marks=needs_verilator), "amaranth"])
 def test_accumulator_wraps_twos_complement(backend):
     """−128 × −128 over long K in a 16-bit accumulator: the sum wraps modulo 2^16."""
