@@ -8,6 +8,8 @@ Prints one JSON object:
 * ``compile_seconds``: Verilator build time per design (0 when it came from the cache);
 * ``gemm512_16x16``: simulated cycles of the same 512³ GEMM dense, 2:4 and 1:4 on 16×16
   (bit-exact and cycle-exact against the cost model) and the speedups;
+* ``gemm512_16x16p``: the same three runs on the fold-pipelined ``os16x16p`` (``fold_overlap``:
+  a fold starts K′ + max(R, C − 1) cycles after the previous one instead of K′ + R + C − 2);
 * ``yosys``: generic ``synth`` cell counts of the dense and 2:4 8×8 designs (array + controller;
   memories excluded) and effective (dense-equivalent) MACs per cycle per 1,000 cells.
 
@@ -101,17 +103,19 @@ def main(argv: list[str] | None = None) -> int:
                                   "pattern": "2:4", **run(layer, w, x, p24, big8, "verilator")}
 
     # -- dense vs 2:4 vs 1:4 on 16×16 ------------------------------------------------------------
+    # (and on the fold-pipelined os16x16p: same datapath, folds overlap)
     if not args.quick and "gemm" in sections:
-        big16 = a16.replace(weight_sram_kib=1024, act_sram_kib=1024, out_sram_kib=1024)
-        gemm = {}
-        for label, pat in (("dense", dense), ("2:4", p24), ("1:4", p14)):
-            layer, w, x = operands(512, 512, 512, pat)
-            slots = 4 if pat is dense else pat.n
-            build(big16, slots, compile_log, f"16x16 {label} (large buffers)")
-            gemm[label] = run(layer, w, x, pat, big16, "verilator")
-        gemm["speedup_2:4"] = round(gemm["dense"]["cycles"] / gemm["2:4"]["cycles"], 3)
-        gemm["speedup_1:4"] = round(gemm["dense"]["cycles"] / gemm["1:4"]["cycles"], 3)
-        out["gemm512_16x16"] = gemm
+        for key, base in (("gemm512_16x16", a16), ("gemm512_16x16p", load_array("os16x16p"))):
+            big16 = base.replace(weight_sram_kib=1024, act_sram_kib=1024, out_sram_kib=1024)
+            gemm = {"array": f"{base.name}, buffers 1024/1024/1024 KiB", "fold_overlap": base.fold_overlap}
+            for label, pat in (("dense", dense), ("2:4", p24), ("1:4", p14)):
+                layer, w, x = operands(512, 512, 512, pat)
+                slots = 4 if pat is dense else pat.n
+                build(big16, slots, compile_log, f"{base.name} {label} (large buffers)")
+                gemm[label] = run(layer, w, x, pat, big16, "verilator")
+            gemm["speedup_2:4"] = round(gemm["dense"]["cycles"] / gemm["2:4"]["cycles"], 3)
+            gemm["speedup_1:4"] = round(gemm["dense"]["cycles"] / gemm["1:4"]["cycles"], 3)
+            out[key] = gemm
 
     # -- area efficiency on 8×8 ------------------------------------------------------------------
     if not args.no_yosys and "yosys" in sections:
