@@ -12,7 +12,7 @@ from ..config import ArrayConfig, load_array
 from ..cost import estimate_layer
 from ..errors import ConfigError, VerificationError
 from ..images import LayerImages, build_images, decode_outputs
-from ..ir import LayerSpec
+from ..ir import LayerSpec, im2col
 from ..patterns import SparsityPattern, parse_pattern
 
 __all__ = ["SimResult", "simulate", "BACKENDS", "quantize_int8", "layer_operands"]
@@ -77,8 +77,8 @@ def quantize_int8(weights: np.ndarray, bits: int = 8) -> tuple[np.ndarray, float
 def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, array: ArrayConfig | str,
                    *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Integer operands to simulate ``layer``: its weights quantized to int8 (random when the
-    layer carries none) pruned with ``pattern.mask(|w|)``, and random im2col'd activations
-    of shape (groups, M, K) drawn from ``seed``."""
+    layer carries none) pruned with ``pattern.mask(|w|)``, and activations of shape (groups, M, K) drawn from
+    ``seed`` (for a convolution: a random input feature map lowered by :func:`~hwprune.ir.im2col`)."""
     array = load_array(array)
     rng = np.random.default_rng(seed)
     wb, ab = array.weight_bits, array.act_bits
@@ -91,7 +91,12 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     if pat is not None:
         w = np.where(pat.mask(np.abs(w).astype(np.float64) + rng.random(w.shape) * 1e-3), w, 0)
     lim = 1 << (ab - 1)
-    acts = rng.integers(-lim, lim, size=(layer.groups, layer.M, layer.K))
+    if layer.conv is not None:
+        # a random input feature map, lowered by the same im2col the cost model counts
+        g = layer.conv
+        acts = im2col(rng.integers(-lim, lim, size=(g.batch, g.in_channels, *g.in_size)), g)
+    else:
+        acts = rng.integers(-lim, lim, size=(layer.groups, layer.M, layer.K))
     return w.astype(np.int64), acts
 
 
