@@ -19,8 +19,13 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["SparsityPattern", "Dense", "Unstructured", "NM", "Block", "Channel",
+__all__ = ["PATTERN_SYNTAX", "SparsityPattern", "Dense", "Unstructured", "NM", "Block", "Channel",
            "parse_pattern", "PATTERNS", "topk_mask"]
+
+
+#: The text forms, for help texts and error messages.
+PATTERN_SYNTAX = ("dense, N:M (e.g. 2:4, 1:4), unstructured:DENSITY, block:BHxBW:DENSITY or channel:KEEP "
+                  "(every number a fraction kept)")
 
 
 def _density(name: str, value: float) -> float:
@@ -240,8 +245,7 @@ PATTERNS = {
 
 
 def _bad(spec: str) -> SparsityPattern:
-    raise ConfigError(f"unknown sparsity pattern {spec!r}; expected dense, N:M (e.g. 2:4), "
-                      "unstructured:DENSITY, block:BHxBW:DENSITY or channel:KEEP")
+    raise ConfigError(f"unknown sparsity pattern {spec!r}; expected {PATTERN_SYNTAX}")
 
 
 def parse_pattern(spec: str | SparsityPattern) -> SparsityPattern:

@@ -35,7 +35,7 @@ import numpy as np
 from .config import ArrayConfig
 from .errors import ConfigError, UnsupportedLayerError
 from .ir import LayerSpec
-from .patterns import NM, Channel, Dense, SparsityPattern
+from .patterns import NM, Block, Channel, Dense, SparsityPattern
 
 __all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "fold_gap", "RTL_START_CYCLES"]
 
@@ -145,10 +145,6 @@ class Schedule:
             kp = np.rint(kp * self.expected_issue).astype(np.int64)
         return kp
 
-    def fold_cycles(self) -> np.ndarray:
-        """Cycles of each weight tile's fold (each repeated ``row_tiles`` times): K′ + R + C − 2."""
-        return self.tile_k_prime() + self.rows + self.cols - 2
-
     def fold_interval(self) -> np.ndarray:
         """Cycles from one fold's start to the next's, per weight tile (each repeated ``row_tiles``
         times): K′ + R + C − 2 back to back, K′ + P with ``fold_overlap``, P = max(R, C − 1).
@@ -180,13 +176,9 @@ class Schedule:
         back-to-back count for one fold and is never larger (P ≤ R + C − 2, :func:`fold_gap`),
         and ``fill_cycles`` is the same constant in both modes.
         """
-        if not self.fold_overlap:
-            return int(self.fold_cycles().sum()) * self.row_tiles - 1
-        if self.folds_count == 0:
-            return -1
-        p = fold_gap(self.rows, self.cols, True)
-        return (int(self.fold_interval().sum()) * self.row_tiles - p
-                + self.rows + self.cols - 2 - 1)
+        # back to back the gap is R + C − 2 and this is Σ (K′ + R + C − 2) − 1
+        gap = fold_gap(self.rows, self.cols, self.fold_overlap)
+        return int(self.fold_interval().sum()) * self.row_tiles - gap + self.rows + self.cols - 2 - 1
 
     def fill_cycles(self) -> int:
         """Cycles the RTL adds outside the SCALE-Sim count, independent of the layer and array.
@@ -268,7 +260,7 @@ def _expected_issue(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPatter
     if not array.group_skipping or isinstance(pattern, (Dense, NM, Channel)):
         return 1.0
     gs, cols, d = array.group_size, min(array.cols, n_out), pattern.density
-    if hasattr(pattern, "bh"):
+    if isinstance(pattern, Block):
         # a tile group is skipped when every block that touches it was dropped
         blocks = math.ceil(cols / pattern.bh) * math.ceil(gs / pattern.bw)
     else:

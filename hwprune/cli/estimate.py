@@ -7,11 +7,10 @@ import json
 
 from ..config import load_array, preset_names
 from ..cost import ModelCost, estimate_model
-from ..patterns import Dense, parse_pattern
+from ..patterns import PATTERN_SYNTAX, Dense, parse_pattern
 
-PATTERN_HELP = ("sparsity pattern applied to every weight layer: dense, N:M (2:4, 1:4), "
-                "unstructured:DENSITY, block:BHxBW:DENSITY, channel:KEEP — numbers are fractions "
-                "kept. Default: each layer's own (a CSV Sparsity column, a pruned checkpoint), else dense")
+PATTERN_HELP = (f"sparsity pattern applied to every weight layer: {PATTERN_SYNTAX}. Default: each "
+                "layer's own (a CSV Sparsity column, a pruned checkpoint), else dense")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 from ..config import preset_names
+from ..patterns import PATTERN_SYNTAX
 
 CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (Σ|w·∂L/∂w|), "
                  "hessian (OBD ½·h·w², empirical Fisher), activation (Wanda |w|·‖x‖; channels: mean "
                  "|activation|). Default: l1")
-PATTERN_HELP = ("sparsity pattern for every weight layer: N:M (2:4, 1:4, any N<M), unstructured:DENSITY, "
-                "block:BHxBW:DENSITY, channel:KEEP (the output layer keeps all its channels) — numbers are "
-                "fractions KEPT")
+PATTERN_HELP = (f"sparsity pattern for every weight layer: {PATTERN_SYNTAX}; any N<M; channel pruning "
+                "keeps all channels of the output layer")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
