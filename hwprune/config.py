@@ -1,7 +1,7 @@
 """ArrayConfig: what the accelerator is.  Presets ship as TOML; users pass their own TOML file.
 
-Only the output-stationary dataflow exists today; ``dataflow`` is a field so others can be added
-as parameters of the one schedule, never as a class per dataflow.
+``dataflow`` is "os" (the generated RTL and :mod:`hwprune.schedule`), or "ws"/"is": dense
+weight-/input-stationary arrays that only the cost model knows (:mod:`hwprune.dataflow`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .errors import ConfigError
 
 __all__ = ["ArrayConfig", "EnergyTable", "load_array", "preset_names", "DATAFLOWS"]
 
-DATAFLOWS = ("os",)
+DATAFLOWS = ("os", "ws", "is")
 
 
 @dataclass(frozen=True, slots=True)

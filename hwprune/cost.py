@@ -73,6 +73,7 @@ class LayerCost:
     energy_pj: float
     energy_breakdown: Mapping[str, float]
     array_pes: int
+    note: str = ""           # e.g. a sparse pattern costed dense on a WS/IS array
 
     @property
     def cycles(self) -> int:
@@ -101,7 +102,8 @@ class LayerCost:
                 "macs_dense": self.macs_dense, "macs_nonzero": self.macs_nonzero,
                 "macs_executed": self.macs_executed, "utilization": self.utilization,
                 "bound_cycles": self.bound_cycles, "bytes": self.bytes.to_dict(),
-                "energy_pj": self.energy_pj, "energy_breakdown_pj": dict(self.energy_breakdown)}
+                "energy_pj": self.energy_pj, "energy_breakdown_pj": dict(self.energy_breakdown),
+                "note": self.note}
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +255,9 @@ def estimate_layer(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern
     pat = pattern if pattern is not None else (spec.sparsity or Dense())
     if not spec.has_weights:
         pat, mask = Dense(), None
+    if array.dataflow != "os":  # WS/IS: SCALE-Sim's dense counts (hwprune.dataflow)
+        from .dataflow import estimate_stationary
+        return estimate_stationary(spec, array, pat, mask)
     sched = make_schedule(spec, array, pat, mask)
     return _count(spec, array, sched, pat, mask)
 

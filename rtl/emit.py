@@ -40,6 +40,9 @@ def design_slots(array: ArrayConfig, pattern: object) -> int:
 
 
 def _check(array: ArrayConfig, slots: int) -> None:
+    if array.dataflow != "os":
+        raise ConfigError(f"array {array.name!r}: the RTL is output-stationary only, not dataflow "
+                          f"{array.dataflow!r} (ws/is exist in the cost model)")
     try:
         check_design(array, slots)
     except (TypeError, ValueError) as exc:

@@ -98,7 +98,7 @@ def test_user_toml(tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("rows = 0\ncols = 4", "rows must be a positive integer, not 0"),
     ("rows = 4", "cols is missing"),
-    ('rows = 4\ncols = 4\ndataflow = "ws"', "supported dataflows are ('os',), not 'ws'"),
+    ('rows = 4\ncols = 4\ndataflow = "rs"', "supported dataflows are ('os', 'ws', 'is'), not 'rs'"),
     ("rows = 4\ncols = 4\n[sparsity]\nm = 4\nn = [5]", "N must be ≤ M = 4, not 5"),
     ("rows = 4\ncols = 4\n[bits]\naccumulator = 12", "12 bits cannot hold one 8×8-bit product"),
     ("rows = 4\ncols = 4\n[memory]\ndram_bytes_per_cycle = -1", "dram_bytes_per_cycle must be positive, not -1"),
