@@ -9,6 +9,18 @@ from .schedule import Fold, Schedule, make_schedule
 
 __version__ = "0.1.0"
 
+#: torch-based entry points, imported on first use so ``import hwprune`` stays numpy-only
+_LAZY = {"Workload": "hwprune.workload", "WorkloadLike": "hwprune.workload",
+         "prune_model": "hwprune.prune.engine", "load_task": "hwprune.tasks"}
+
+
+def __getattr__(name: str):  # PEP 562
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hwprune' has no attribute {name!r}")
+
 __all__ = [
     "ArrayConfig", "EnergyTable", "load_array", "preset_names",
     "LayerCost", "ModelCost", "Traffic", "estimate_layer", "estimate_model",
@@ -16,4 +28,5 @@ __all__ = [
     "ConvGeometry", "LayerKind", "LayerSpec", "im2col",
     "NM", "Block", "Channel", "Dense", "SparsityPattern", "Unstructured", "parse_pattern",
     "Fold", "Schedule", "make_schedule",
+    "Workload", "WorkloadLike", "prune_model", "load_task",
 ]

@@ -3,7 +3,8 @@
 Library code raises these; only the CLI turns them into a line on stderr and exit code 2.
 """
 
-__all__ = ["HwPruneError", "ConfigError", "UnsupportedLayerError", "ExportError", "VerificationError"]
+__all__ = ["HwPruneError", "ConfigError", "UnsupportedLayerError", "ExportError", "VerificationError",
+           "UserCodeError"]
 
 
 class HwPruneError(Exception):
@@ -24,3 +25,7 @@ class ExportError(HwPruneError):
 
 class VerificationError(HwPruneError):
     """Simulated hardware disagreed with the reference (values or cycles)."""
+
+
+class UserCodeError(ConfigError):
+    """A user's model factory, data loaders, loss or metric (named by import path) failed."""

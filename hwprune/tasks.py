@@ -17,14 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import ConfigError
 from .models import GCN, DigitsCNN, LeNet300100, TinyTransformer, normalized_adjacency
+from .workload import Batch, accuracy
 
 __all__ = ["Task", "Split", "Batch", "TASKS", "ARCHS", "load_task", "task_names", "build_arch",
            "register_task", "make_digits", "make_count_sequences", "make_sbm_graph"]
@@ -48,14 +50,6 @@ def build_arch(arch: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
         raise ConfigError(f"bad arguments for architecture {arch!r}: {exc}") from None
 
 
-class Batch(NamedTuple):
-    """One step of data: positional model inputs, targets, and (graphs) the output rows scored."""
-
-    inputs: tuple[torch.Tensor, ...]
-    targets: torch.Tensor
-    index: torch.Tensor | None
-
-
 @dataclass(frozen=True, slots=True)
 class Split:
     """One split: ``inputs[i]`` are batched along dim 0, unless ``index`` is set (a graph: the
@@ -73,7 +67,9 @@ class Split:
 class Task:
     """A built-in task: data splits, the model architecture and its training recipe.
 
-    Create with :func:`load_task`.
+    Create with :func:`load_task`.  A task is a :class:`hwprune.workload.WorkloadLike`: its
+    splits are tensors in memory, its loss cross-entropy and its metric top-1 accuracy;
+    fine-tuning defaults to a quarter of the training epochs at ``lr · finetune_lr_scale``.
     """
 
     name: str
@@ -107,6 +103,38 @@ class Task:
         if s.index is not None:
             return tuple(t.clone() for t in s.inputs)
         return tuple(t[:batch].clone() for t in s.inputs)
+
+    # -- the workload protocol (hwprune.workload.WorkloadLike) ---------------------------------
+    @property
+    def finetune_epochs(self) -> int:
+        return max(1, self.epochs // 4)
+
+    @property
+    def finetune_lr(self) -> float:
+        return self.lr * self.finetune_lr_scale
+
+    def train_batches(self, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        return self.batches("train", shuffle=True, generator=generator)
+
+    def steps_per_epoch(self) -> int:
+        return 1 if self.train.index is not None else -(-len(self.train) // self.batch_size)
+
+    def calibration_batches(self, n: int, *, seed: int = 0, batch_size: int = 64) -> Iterator[Batch]:
+        return self.batches("train", batch_size=batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(seed), limit=n)
+
+    def eval_batches(self, split: str = "val") -> Iterator[Batch]:
+        return self.batches(split, batch_size=512)
+
+    def outputs(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        out = model(*batch.inputs)
+        return out if batch.index is None else out[batch.index]
+
+    def compute_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets)
+
+    def compute_metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        return accuracy(outputs, targets)
 
     def batches(self, split: str, *, batch_size: int | None = None, shuffle: bool = False,
                 generator: torch.Generator | None = None, limit: int | None = None) -> Iterator[Batch]:

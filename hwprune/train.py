@@ -1,4 +1,7 @@
-"""Seeded, deterministic fp32 training and evaluation on CPU for the built-in tasks.
+"""Seeded, deterministic fp32 training and evaluation on CPU, for any workload.
+
+``train`` and ``evaluate`` take a built-in :class:`~hwprune.tasks.Task` or a user's
+:class:`~hwprune.workload.Workload` alike (the :class:`~hwprune.workload.WorkloadLike` protocol).
 
 Determinism: :func:`deterministic` seeds torch, turns on ``torch.use_deterministic_algorithms``
 and fixes the intra-op thread count for the duration of a call, then restores all three, so
@@ -10,16 +13,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .errors import ConfigError
-from .tasks import Batch, Task
+from .workload import Batch, WorkloadLike, as_workload
+from .workload import evaluate as _evaluate
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 __all__ = ["deterministic", "train", "evaluate", "train_task", "TrainHistory", "forward_batch",
-           "refresh_pruned", "clone_model"]
+           "refresh_pruned", "clone_model", "steps_per_epoch"]
 
 DEFAULT_THREADS = 1  # tiny models: a second thread only adds sync cost (10× slower under load)
 
@@ -71,9 +78,12 @@ def clone_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(refresh_pruned(model))
 
 
-def forward_batch(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Logits of the scored examples of a batch (graph tasks: the split's nodes)."""
-    out = model(*batch.inputs)
+def forward_batch(model: nn.Module, batch: Batch, data: WorkloadLike | None = None) -> torch.Tensor:
+    """Scored outputs of a batch: ``data.outputs(model, batch)``; without ``data``, the raw
+    output with the batch's ``index`` rows selected (graph tasks: the split's nodes)."""
+    if data is not None:
+        return data.outputs(model, batch)
+    out = model(*batch.inputs, **dict(batch.kwargs or {}))
     return out if batch.index is None else out[batch.index]
 
 
@@ -89,30 +99,25 @@ class TrainHistory:
         return {"loss": list(self.loss), "val_accuracy": list(self.val_accuracy), "steps": self.steps}
 
 
-def evaluate(model: nn.Module, task: Task, split: str = "test", *, batch_size: int = 512) -> float:
-    """Top-1 accuracy (fraction in [0, 1]) of ``model`` on a split, in eval mode, no gradients."""
-    was_training = model.training
-    model.eval()
-    refresh_pruned(model)
-    correct = total = 0
-    with torch.no_grad():
-        for batch in task.batches(split, batch_size=batch_size):
-            pred = forward_batch(model, batch).argmax(dim=-1)
-            correct += int((pred == batch.targets).sum())
-            total += int(batch.targets.numel())
-    model.train(was_training)
-    return correct / total if total else 0.0
+def evaluate(model: nn.Module, data: WorkloadLike, split: str = "test", *, batch_size: int | None = None) -> float:
+    """The workload's metric (top-1 accuracy for tasks) of ``model`` on a split, in eval mode.
+
+    See :func:`hwprune.workload.evaluate`; ``batch_size`` is accepted for compatibility and
+    ignored (each workload batches its own evaluation).
+    """
+    del batch_size
+    return _evaluate(model, as_workload(data), split)
 
 
-def steps_per_epoch(task: Task) -> int:
-    n = len(task.train)
-    return 1 if task.train.index is not None else -(-n // task.batch_size)
+def steps_per_epoch(data: WorkloadLike) -> int:
+    """Optimizer steps of one training epoch."""
+    return data.steps_per_epoch()
 
 
-def train(model: nn.Module, task: Task, *, epochs: int | None = None, lr: float | None = None,
+def train(model: nn.Module, data: WorkloadLike, *, epochs: int | None = None, lr: float | None = None,
           seed: int = 0, progress: bool = False, description: str = "train",
           on_step: Callable[[int], None] | None = None, threads: int = DEFAULT_THREADS) -> TrainHistory:
-    """Train ``model`` in place on ``task`` (Adam, cross-entropy, fp32), deterministically.
+    """Train ``model`` in place on ``data`` (Adam on the workload's loss, fp32), deterministically.
 
     Parameters
     ----------
@@ -120,8 +125,9 @@ def train(model: nn.Module, task: Task, *, epochs: int | None = None, lr: float 
         Trained in place.  ``torch.nn.utils.prune`` masks are respected: the optimizer updates
         ``weight_orig`` and the forward pass multiplies by ``weight_mask``, so pruned weights
         stay exactly zero.
-    task : Task
-        Data and default recipe (``task.epochs``, ``task.lr``).
+    data : WorkloadLike
+        A built-in task or a :class:`~hwprune.workload.Workload`: batches, loss and the default
+        recipe (``data.epochs``, ``data.lr``, ``data.weight_decay``).
     epochs, lr : optional
         Override the task's recipe.
     seed : int
@@ -131,8 +137,9 @@ def train(model: nn.Module, task: Task, *, epochs: int | None = None, lr: float 
     on_step : callable, optional
         Called with the global step index before every optimizer step (AGP prunes here).
     """
-    epochs = task.epochs if epochs is None else epochs
-    lr = task.lr if lr is None else lr
+    data = as_workload(data)
+    epochs = getattr(data, "epochs", data.finetune_epochs) if epochs is None else epochs
+    lr = getattr(data, "lr", data.finetune_lr) if lr is None else lr
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, not {epochs!r}")
     if not (isinstance(lr, (int, float)) and lr > 0):
@@ -141,26 +148,26 @@ def train(model: nn.Module, task: Task, *, epochs: int | None = None, lr: float 
     if epochs == 0:
         return history
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=task.weight_decay)
-    total_steps = epochs * steps_per_epoch(task)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=data.weight_decay)
+    total_steps = epochs * data.steps_per_epoch()
     with deterministic(seed, threads) as gen, _progress(progress, description, total_steps) as advance:
         model.train()
         step = 0
         for _ in range(epochs):
             losses = []
-            for batch in task.batches("train", shuffle=True, generator=gen):
+            for batch in data.train_batches(gen):
                 if on_step is not None:
                     on_step(step)
                 opt.zero_grad(set_to_none=True)
                 refresh_pruned(model, grad=True)
-                loss = F.cross_entropy(forward_batch(model, batch), batch.targets)
+                loss = data.compute_loss(data.outputs(model, batch), batch.targets)
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
                 step += 1
                 advance()
             history.loss.append(sum(losses) / max(1, len(losses)))
-            history.val_accuracy.append(evaluate(model, task, "val"))
+            history.val_accuracy.append(_evaluate(model, data, "val"))
             model.train()
         history.steps = step
     refresh_pruned(model)

@@ -3,8 +3,11 @@
 Three lines of Python do what ``hwprune prune`` does::
 
     task = load_task("digits_cnn"); model, _ = train_task(task)
-    result = prune_model(model, task, criterion="taylor", pattern="2:4", schedule="agp", steps=4)
+    result = prune_model(model, "2:4", data=task, criterion="taylor", schedule="agp", steps=4)
     result.masks  # {layer name: N×K bool}, the same names as hwprune.importers.from_torch
+
+``data`` is any :class:`~hwprune.workload.WorkloadLike`: a built-in task, or a user's
+``hwprune.Workload(train_loader, val_loader, loss_fn)``.
 
 Layers are the weights of ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d`` (named by module path,
 e.g. ``conv1``) and the packed input projection of ``nn.MultiheadAttention`` (named
@@ -28,8 +31,8 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
 from ..patterns import Channel, Dense, SparsityPattern, Unstructured, parse_pattern
-from ..tasks import Task
-from ..train import evaluate, forward_batch, refresh_pruned, steps_per_epoch, train
+from ..train import evaluate, refresh_pruned, train
+from ..workload import WorkloadLike, as_workload, check_workload
 from .criteria import Criterion, LayerContext, LayerStats, get_criterion
 from .method import PatternPruning, as_matrix
 from .plan import PruningPlan
@@ -104,11 +107,11 @@ def _output_channels(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return y.reshape(-1, y.shape[-1]).abs().mean(dim=0)
 
 
-def collect_stats(model: nn.Module, targets: Mapping[str, Target], task: Task, needs: frozenset[str],
-                  *, batches: int = 8, batch_size: int = 64, seed: int = 0) -> dict[str, LayerStats]:
-    """Accumulate the calibration statistics ``needs`` over ``batches`` training batches.
+def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: WorkloadLike, needs: frozenset[str],
+                  *, batches: int = 8, seed: int = 0) -> dict[str, LayerStats]:
+    """Accumulate the calibration statistics ``needs`` over ``batches`` calibration batches.
 
-    ``grad``: Σ|w·g| and Σg² per weight (g = ∂L/∂w on each mini-batch, cross-entropy loss);
+    ``grad``: Σ|w·g| and Σg² per weight (g = ∂L/∂w on each mini-batch, the workload's loss);
     ``input``: Σx_j² per input column; ``output``: Σ mean|y| per output channel.
     The model is run in eval mode (batch-norm statistics untouched) and left unchanged.
     """
@@ -142,7 +145,6 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], task: Task, n
             handles += [t.module.register_forward_pre_hook(pre), t.module.register_forward_hook(post)]
     was_training = model.training
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
     names = list(targets)
     params = [targets[n].orig for n in names]
     watch = _LinearWatch({n: (targets[n], stats[n]) for n in parent_read}) \
@@ -150,12 +152,12 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], task: Task, n
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel would hide every GEMM
     try:
-        for batch in task.batches("train", batch_size=batch_size, shuffle=True, generator=gen, limit=batches):
+        for batch in data.calibration_batches(batches, seed=seed):
             with torch.enable_grad() if "grad" in needs else torch.no_grad(), watch:
                 refresh_pruned(model, grad="grad" in needs)
-                logits = forward_batch(model, batch)
+                logits = data.outputs(model, batch)
                 if "grad" in needs:
-                    loss = F.cross_entropy(logits, batch.targets)
+                    loss = data.compute_loss(logits, batch.targets)
                     grads = torch.autograd.grad(loss, params, allow_unused=True)
                     for name, g in zip(names, grads):
                         t, st = targets[name], stats[name]
@@ -211,20 +213,21 @@ def _acc(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
     return value if total is None else total + value
 
 
-def compute_scores(model: nn.Module, task: Task | None, criterion: str | Criterion,
+def compute_scores(model: nn.Module, data: WorkloadLike | None, criterion: str | Criterion,
                    patterns: Mapping[str, SparsityPattern], *, seed: int = 0, calib_batches: int = 8,
                    targets: Mapping[str, Target] | None = None) -> dict[str, torch.Tensor]:
     """N×K float64 scores of ``criterion`` for every layer in ``patterns``.
 
     Entries an earlier pruning step removed score 0.  Criteria that need calibration data
-    (``taylor``, ``hessian``, ``activation``) read ``calib_batches`` training batches of ``task``.
+    (``taylor``, ``hessian``, ``activation``) read ``calib_batches`` calibration batches of
+    ``data`` (a built-in task or a :class:`~hwprune.workload.Workload`).
     """
     crit = get_criterion(criterion)
     targets = targets or prunable_layers(model)
     chosen = {n: targets[n] for n in patterns}
-    if crit.needs and task is None:
-        raise ConfigError(f"criterion {crit.name!r} needs calibration data: give a task")
-    stats = collect_stats(model, chosen, task, crit.needs, batches=calib_batches, seed=seed) \
+    if crit.needs and data is None:
+        raise ConfigError(f"criterion {crit.name!r} needs calibration data: give data=")
+    stats = collect_stats(model, chosen, data, crit.needs, batches=calib_batches, seed=seed) \
         if crit.needs else {n: LayerStats() for n in chosen}
     scores = {}
     for name, t in chosen.items():
@@ -434,7 +437,8 @@ def _resolve_patterns(targets: Mapping[str, Target], order: list[str],
     return {n: p for n, p in chosen.items() if not isinstance(p, Dense)}
 
 
-def prune_model(model: nn.Module, task: Task, *, criterion: str | Criterion = "l1",
+def prune_model(model: nn.Module, what: Any = None, /, data: WorkloadLike | str | None = None, *,
+                criterion: str | Criterion = "l1",
                 pattern: SparsityPattern | str | Mapping[str, SparsityPattern | str] | None = None,
                 plan: PruningPlan | None = None, scope: str = "layer", schedule: str = "oneshot",
                 steps: int | None = None, finetune_epochs: int | None = None,
@@ -442,12 +446,18 @@ def prune_model(model: nn.Module, task: Task, *, criterion: str | Criterion = "l
                 seed: int = 0, progress: bool = False) -> PruneResult:
     """Prune ``model`` in place to ``pattern`` (or a per-layer ``plan``) and fine-tune it.
 
+    ``prune_model(model, "2:4", data=workload)``; the older form ``prune_model(model, task,
+    pattern="2:4")`` (data second) is accepted too.
+
     Parameters
     ----------
     model : nn.Module
-        A trained model of ``task``; pruned in place (``weight_orig``/``weight_mask``).
-    task : Task
-        Calibration and fine-tuning data.
+        A trained model; pruned in place (``weight_orig``/``weight_mask``, torch prune).
+    what : str, SparsityPattern, mapping or workload, positional
+        The pattern (or layer name → pattern), or — older form — the data.
+    data : WorkloadLike or str
+        Calibration and fine-tuning data: a built-in task (or its name) or an
+        :class:`hwprune.Workload` built from the user's DataLoaders, loss and metric.
     criterion : str
         A registered criterion: l1, l2, random, taylor, hessian, activation.
     pattern : str, SparsityPattern or mapping
@@ -464,14 +474,71 @@ def prune_model(model: nn.Module, task: Task, *, criterion: str | Criterion = "l
     steps : int, optional
         Prune rounds (iterative) or pruning events (agp); default 1 for oneshot, else 4.
     finetune_epochs : int, optional
-        Total fine-tuning budget, shared by all rounds; default ``task.epochs // 4``.
+        Total fine-tuning budget, shared by all rounds; default ``data.finetune_epochs`` (a
+        task: a quarter of its training epochs).  0 prunes without fine-tuning.
     lr : float, optional
-        Fine-tuning learning rate; default ``task.lr · task.finetune_lr_scale``.
+        Fine-tuning learning rate; default ``data.finetune_lr``.
     seed : int
         Seeds calibration batches, the random criterion and fine-tuning.
     progress : bool
         Rich progress bars for fine-tuning.
     """
+    pattern, data = _pattern_and_data(what, pattern, data)
+    run = _check_run(data, criterion=criterion, scope=scope, schedule=schedule, steps=steps,
+                     finetune_epochs=finetune_epochs, lr=lr, min_density=min_density,
+                     calib_batches=calib_batches, seed=seed, progress=progress)
+    targets = prunable_layers(model)
+    check_workload(model, data)
+    order, followers = layer_graph(model, data.example_inputs(2), targets)
+    finals = _resolve_patterns(targets, order, pattern, plan)
+    global_density = _global_density(run.scope, finals, custom=plan is not None or isinstance(pattern, Mapping))
+    session = _Session(model, data, run, targets, followers, finals, global_density,
+                       PruneResult(model, dict(finals), {}, run.criterion.name, run.scope, run.schedule,
+                                   run.steps, run.epochs))
+    _RUNNERS[run.schedule](session)
+    refresh_pruned(model)
+    session.result.masks = current_masks(model, targets)
+    return session.result
+
+
+# -- prune_model's steps -----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """The validated settings of one :func:`prune_model` call."""
+
+    criterion: Criterion
+    scope: str
+    schedule: str
+    steps: int
+    epochs: int
+    lr: float
+    min_density: float
+    calib_batches: int
+    seed: int
+    progress: bool
+
+
+def _pattern_and_data(what: Any, pattern: Any, data: Any) -> tuple[Any, WorkloadLike]:
+    """Sort out ``prune_model(model, "2:4", data=d)`` from the older ``prune_model(model, d, pattern=…)``."""
+    if what is not None and (isinstance(what, WorkloadLike) or
+                             (isinstance(what, str) and data is None and pattern is not None)):
+        if data is not None:
+            raise ConfigError("give the data once: prune_model(model, pattern, data=...)")
+        what, data = None, what
+    if what is not None:
+        if pattern is not None:
+            raise ConfigError("give the pattern once: prune_model(model, pattern, data=...)")
+        pattern = what
+    if data is None:
+        raise ConfigError("prune_model needs data=: a built-in task or an hwprune.Workload")
+    return pattern, as_workload(data)
+
+
+def _check_run(data: WorkloadLike, *, criterion: str | Criterion, scope: str, schedule: str,
+               steps: int | None, finetune_epochs: int | None, lr: float | None, min_density: float,
+               calib_batches: int, seed: int, progress: bool) -> _Run:
+    """Validate every setting before any work (errors name the bad value)."""
     crit = get_criterion(criterion)
     if scope not in SCOPES:
         raise ConfigError(f"unknown scope {scope!r}; expected layer or global")
@@ -479,68 +546,102 @@ def prune_model(model: nn.Module, task: Task, *, criterion: str | Criterion = "l
     check_schedule(schedule, steps)
     if schedule == "oneshot" and steps != 1:
         raise ConfigError(f"the oneshot schedule prunes once; steps={steps} needs iterative or agp")
-    epochs = max(1, task.epochs // 4) if finetune_epochs is None else finetune_epochs
+    epochs = data.finetune_epochs if finetune_epochs is None else finetune_epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ConfigError(f"fine-tune epochs must be a non-negative integer, not {epochs!r}")
-    lr = task.lr * task.finetune_lr_scale if lr is None else lr
+    lr = data.finetune_lr if lr is None else lr
+    if isinstance(calib_batches, bool) or not isinstance(calib_batches, int) or calib_batches < 1:
+        raise ConfigError(f"calibration batches must be a positive integer, not {calib_batches!r}")
+    return _Run(crit, scope, schedule, steps, epochs, lr, min_density, calib_batches, seed, progress)
 
-    targets = prunable_layers(model)
-    order, followers = layer_graph(model, task.example_inputs(2), targets)
-    finals = _resolve_patterns(targets, order, pattern, plan)
-    global_density = None
-    if scope == "global":
-        kinds = {p.kind for p in finals.values()}
-        if plan is not None or isinstance(pattern, Mapping) or kinds - {"unstructured"}:
-            raise ConfigError(f"global scope ranks one unstructured density across layers, not "
-                              f"{', '.join(sorted({str(p) for p in finals.values()})) or 'a plan'}")
-        global_density = next(iter(finals.values())).density if finals else 1.0
 
-    result = PruneResult(model, dict(finals), {}, crit.name, scope, schedule, steps, epochs)
+def _global_density(scope: str, finals: Mapping[str, SparsityPattern], *, custom: bool) -> float | None:
+    """The overall density a global scope distributes, or None for layer scope."""
+    if scope != "global":
+        return None
+    kinds = {p.kind for p in finals.values()}
+    if custom or kinds - {"unstructured"}:
+        raise ConfigError(f"global scope ranks one unstructured density across layers, not "
+                          f"{', '.join(sorted({str(p) for p in finals.values()})) or 'a plan'}")
+    return next(iter(finals.values())).density if finals else 1.0
 
-    def event(fraction: float, where: dict[str, Any]) -> None:
-        if not finals:
+
+@dataclass(slots=True)
+class _Session:
+    """One pruning run: the model, its data and settings, and the record of what was done."""
+
+    model: nn.Module
+    data: WorkloadLike
+    run: _Run
+    targets: dict[str, Target]
+    followers: dict[str, list[tuple[nn.Module, str]]]
+    finals: dict[str, SparsityPattern]
+    global_density: float | None
+    result: PruneResult
+
+    def prune_to(self, fraction: float, where: dict[str, Any]) -> None:
+        """Prune every layer to ``fraction`` of its final sparsity and record the event."""
+        if not self.finals:
             return
-        pats = {n: at_fraction(p, fraction) for n, p in finals.items()}
-        scores = compute_scores(model, task, crit, pats, seed=seed + len(result.history),
-                                calib_batches=calib_batches, targets=targets)
-        if global_density is not None:
-            pats = global_patterns(scores, 1.0 - fraction * (1.0 - global_density), min_density=min_density)
-        apply_patterns(targets, pats, scores, followers)
-        masks = current_masks(model, targets)
+        run = self.run
+        pats = {n: at_fraction(p, fraction) for n, p in self.finals.items()}
+        scores = compute_scores(self.model, self.data, run.criterion, pats, seed=run.seed + len(self.result.history),
+                                calib_batches=run.calib_batches, targets=self.targets)
+        if self.global_density is not None:
+            pats = global_patterns(scores, 1.0 - fraction * (1.0 - self.global_density),
+                                   min_density=run.min_density)
+        apply_patterns(self.targets, pats, scores, self.followers)
+        masks = current_masks(self.model, self.targets)
         kept = sum(int(m.sum()) for m in masks.values())
-        result.patterns = pats
-        result.history.append({**where, "fraction": round(fraction, 6),
-                               "density": kept / max(1, sum(m.size for m in masks.values()))})
+        self.result.patterns = pats
+        self.result.history.append({**where, "fraction": round(fraction, 6),
+                                    "density": kept / max(1, sum(m.size for m in masks.values()))})
 
-    if schedule == "oneshot":
-        event(1.0, {"round": 1})
-        train(model, task, epochs=epochs, lr=lr, seed=seed, progress=progress, description="fine-tune")
-    elif schedule == "iterative":
-        kept = sum(p.density * targets[n].weight.numel() for n, p in finals.items())
-        size = sum(targets[n].weight.numel() for n in finals)
-        final_density = global_density if global_density is not None else (kept / size if size else 1.0)
-        for i, frac in enumerate(iterative_fractions(steps, final_density)):
-            event(frac, {"round": i + 1})
-            share = epochs // steps + (1 if i >= steps - epochs % steps else 0)  # later rounds first
-            train(model, task, epochs=share, lr=lr, seed=seed + i, progress=progress,
-                  description=f"fine-tune {i + 1}/{steps}")
-            result.history[-1]["val_accuracy"] = evaluate(model, task, "val")
-    else:
-        total = epochs * steps_per_epoch(task)
-        t0, dt = agp_steps(total, steps)
-        done = {"j": 0}
+    def finetune(self, epochs: int, *, seed: int, description: str,
+                 on_step: Any = None) -> None:
+        run = self.run
+        train(self.model, self.data, epochs=epochs, lr=run.lr, seed=seed, progress=run.progress,
+              description=description, on_step=on_step)
 
-        def on_step(t: int) -> None:
-            j = (t - t0) // dt
-            if t >= t0 and (t - t0) % dt == 0 and 1 <= j <= steps and j > done["j"]:
-                done["j"] = j
-                frac = agp_sparsity(t, s_i=0.0, s_f=1.0, t0=t0, n=steps, dt=dt)
-                event(min(1.0, frac), {"round": j, "step": t})
+    def final_density(self) -> float:
+        if self.global_density is not None:
+            return self.global_density
+        kept = sum(p.density * self.targets[n].weight.numel() for n, p in self.finals.items())
+        size = sum(self.targets[n].weight.numel() for n in self.finals)
+        return kept / size if size else 1.0
 
-        train(model, task, epochs=epochs, lr=lr, seed=seed, progress=progress,
-              description="fine-tune (AGP)", on_step=on_step)
-        if done["j"] < steps:  # budget too short for every event: finish at the final sparsity
-            event(1.0, {"round": steps, "step": total})
-    refresh_pruned(model)
-    result.masks = current_masks(model, targets)
-    return result
+
+def _run_oneshot(s: _Session) -> None:
+    s.prune_to(1.0, {"round": 1})
+    s.finetune(s.run.epochs, seed=s.run.seed, description="fine-tune")
+
+
+def _run_iterative(s: _Session) -> None:
+    steps, epochs = s.run.steps, s.run.epochs
+    for i, frac in enumerate(iterative_fractions(steps, s.final_density())):
+        s.prune_to(frac, {"round": i + 1})
+        share = epochs // steps + (1 if i >= steps - epochs % steps else 0)  # later rounds first
+        s.finetune(share, seed=s.run.seed + i, description=f"fine-tune {i + 1}/{steps}")
+        s.result.history[-1]["val_accuracy"] = evaluate(s.model, s.data, "val")
+
+
+def _run_agp(s: _Session) -> None:
+    steps = s.run.steps
+    total = s.run.epochs * s.data.steps_per_epoch()
+    t0, dt = agp_steps(total, steps)
+    done = {"j": 0}
+
+    def on_step(t: int) -> None:
+        j = (t - t0) // dt
+        if t >= t0 and (t - t0) % dt == 0 and 1 <= j <= steps and j > done["j"]:
+            done["j"] = j
+            frac = agp_sparsity(t, s_i=0.0, s_f=1.0, t0=t0, n=steps, dt=dt)
+            s.prune_to(min(1.0, frac), {"round": j, "step": t})
+
+    s.finetune(s.run.epochs, seed=s.run.seed, description="fine-tune (AGP)", on_step=on_step)
+    if done["j"] < steps:  # budget too short for every event: finish at the final sparsity
+        s.prune_to(1.0, {"round": steps, "step": total})
+
+
+#: schedule name → runner (one per entry of SCHEDULES)
+_RUNNERS = {"oneshot": _run_oneshot, "iterative": _run_iterative, "agp": _run_agp}
