@@ -1,0 +1,415 @@
+"""``hwprune demo``: the whole flow on built-in data, each stage a small timed function.
+
+train the digits CNN (fp32) → estimate it dense on the array → choose a plan under a cycle
+budget → prune and fine-tune by the plan → int8 → export → RTL (+ yosys cells) → run the pruned
+layers on the Verilator-simulated array, checked bit for bit and cycle for cycle.
+
+Every stage records its wall time, a status and one line saying what it did; a stage whose
+library piece is not available says so (status ``unavailable``) instead of pretending.  The run
+builds in a temporary sibling directory and renames it onto ``out`` at the end, so a failed or
+interrupted run leaves nothing half-written; ``summary.json`` holds every figure and
+``report.html`` (:mod:`hwprune.report`) is rendered from it alone.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ArrayConfig, load_array
+from .errors import ConfigError, ExportError, UnsupportedLayerError
+from .io import write_text
+
+__all__ = ["STAGES", "DemoEvents", "DemoOptions", "StageRecord", "run_demo"]
+
+TASK = "digits_cnn"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What ``hwprune demo`` runs.
+
+    Parameters
+    ----------
+    out : path
+        Output directory (refused when it exists and is not empty, unless ``force``).
+    array : str
+        Array preset or TOML file.
+    budget : float
+        Cycle budget as a fraction of the dense model's cycles, in (0, 1].
+    seed : int
+        Training, pruning and simulation seed.
+    epochs : int, optional
+        Training epochs (default: the task's recipe).
+    finetune_epochs : int
+        Fine-tuning epochs after pruning.
+    images : int, optional
+        Test images run through the simulated RTL (default: the whole test set).
+    criterion : str
+        Pruning criterion (:mod:`hwprune.prune.criteria`).
+    stats : bool
+        Run yosys synthesis for cell counts (about 30 s per design on 2 cores).
+    force : bool
+        Replace an existing ``out``.
+    """
+
+    out: Path = Path("hwprune_demo")
+    array: str = "os8x8"
+    budget: float = 0.5
+    seed: int = 0
+    epochs: int | None = None
+    finetune_epochs: int = 5
+    images: int | None = None
+    criterion: str = "l1"
+    stats: bool = True
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not 0 < self.budget <= 1:
+            raise ConfigError(f"budget must be a fraction of the dense cycles in (0, 1], not {self.budget!r}")
+        for name in ("epochs", "images"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer, not {v!r}")
+        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
+                or self.finetune_epochs < 0:
+            raise ConfigError(f"finetune_epochs must be a non-negative integer, not {self.finetune_epochs!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """One stage's outcome: ``status`` is done, unavailable (its library piece is missing)."""
+
+    name: str
+    status: str
+    seconds: float
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 3), "note": self.note}
+
+
+class DemoEvents:
+    """Progress hooks of :func:`run_demo` (no-ops: library calls are silent).  The CLI overrides
+    them with rich progress bars."""
+
+    def start(self, stage: str, total: int | None) -> None:
+        """A stage begins; ``total`` steps when known."""
+
+    def advance(self, steps: int = 1) -> None:
+        """The running stage made ``steps`` steps."""
+
+    def finish(self, record: StageRecord) -> None:
+        """A stage ended."""
+
+
+@dataclass(slots=True)
+class _Run:
+    """State handed from stage to stage within one run (never outlives :func:`run_demo`)."""
+
+    options: DemoOptions
+    array: ArrayConfig
+    work: Path
+    events: DemoEvents
+    summary: dict[str, Any] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, rel: str) -> Path:
+        path = self.work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class _Unavailable(Exception):
+    """A stage's library piece is not available; the message says which."""
+
+
+# -- stages ------------------------------------------------------------------------------------
+
+def _train(run: _Run) -> str:
+    from .tasks import load_task
+    from .train import evaluate, steps_per_epoch, train
+
+    task = load_task(TASK)
+    epochs = run.options.epochs if run.options.epochs is not None else task.epochs
+    run.events.start("train", epochs * steps_per_epoch(task))
+    model = task.make_model(run.options.seed)
+    train(model, task, epochs=epochs, seed=run.options.seed, on_step=lambda _: run.events.advance())
+    acc = evaluate(model, task, "test")
+    run.objects.update(task=task, fp32=model)
+    run.summary["accuracy"] = {"fp32": acc, "test_images": len(task.test)}
+    return f"{TASK}: {epochs} epochs, fp32 test accuracy {acc:.2%} on {len(task.test)} images"
+
+
+def _estimate(run: _Run) -> str:
+    from .metrics import hardware_cost, storage_bytes
+
+    task, model = run.objects["task"], run.objects["fp32"]
+    run.events.start("estimate", None)
+    dense = hardware_cost(model, task.example_inputs(1), run.array)
+    run.objects["dense_cost"] = dense
+    run.summary["cost"] = {"dense": dense.to_dict()}
+    run.summary["weight_bytes"] = {"dense": storage_bytes(model, group_size=run.array.group_size)["nm_int8"]}
+    return f"{len(dense.layers)} layers, {dense.cycles:,} cycles dense per image on {run.array.name}"
+
+
+def _uniform_plan(run: _Run) -> tuple[dict[str, str], int]:
+    """The densest uniform N:M pattern the array supports whose predicted cycles fit the budget."""
+    from .cost import estimate_model
+    from .importers import from_torch
+    from .patterns import parse_pattern
+
+    dense = run.objects["dense_cost"]
+    budget = run.options.budget * dense.cycles
+    specs = from_torch(run.objects["fp32"], run.objects["task"].example_inputs(1))
+    tried = []
+    for ratio in sorted(run.array.nm_ratios, key=lambda r: -int(r.split(":")[0])):
+        cycles = estimate_model(specs, run.array, parse_pattern(ratio)).cycles
+        tried.append((ratio, cycles))
+        if cycles <= budget:
+            return {s.name: ratio for s in specs if s.has_weights}, cycles
+    best = min(tried, key=lambda t: t[1])
+    raise ConfigError(f"no uniform pattern fits a budget of {run.options.budget} × {dense.cycles:,} = "
+                      f"{budget:,.0f} cycles; the cheapest, {best[0]}, needs {best[1]:,}")
+
+
+def _search(run: _Run) -> str:
+    from importlib.util import find_spec
+
+    run.events.start("search", None)
+    dense = run.objects["dense_cost"]
+    budget_cycles = int(run.options.budget * dense.cycles)
+    if find_spec("hwprune.search") is None:
+        layers, cycles = _uniform_plan(run)
+        pattern = next(iter(layers.values()))
+        note = ("hwprune.search (issue 11) is not available in this build: the plan is the densest "
+                f"uniform N:M pattern whose predicted cycles fit the budget ({pattern}, {cycles:,} cycles)")
+        run.summary["plan"] = {"source": "uniform fallback (no search)", "budget": run.options.budget,
+                               "budget_cycles": budget_cycles, "layers": layers, "note": note}
+        run.summary["search"] = None
+        run.objects["plan_layers"] = layers
+        raise _Unavailable(note)
+    raise _Unavailable("hwprune.search exists but the demo does not call it yet")  # pragma: no cover
+
+
+def _prune(run: _Run) -> str:
+    from .metrics import hardware_cost, storage_bytes
+    from .prune import PruningPlan, prune_model
+    from .report.plots import pack_mask
+    from .train import clone_model, evaluate
+
+    task = run.objects["task"]
+    run.events.start("prune", None)
+    plan = PruningPlan.make(run.array.name, run.objects["plan_layers"])
+    model = clone_model(run.objects["fp32"])
+    res = prune_model(model, task, criterion=run.options.criterion, plan=plan,
+                      finetune_epochs=run.options.finetune_epochs, seed=run.options.seed)
+    acc = evaluate(model, task, "test")
+    cost = hardware_cost(model, task.example_inputs(1), run.array)
+    run.objects.update(pruned=model, plan=plan, plan_cost=cost)
+    run.summary["accuracy"]["pruned"] = acc
+    run.summary["cost"]["plan"] = cost.to_dict()
+    run.summary["weight_bytes"]["plan"] = storage_bytes(model, group_size=run.array.group_size)["nm_int8"]
+    run.summary["masks"] = {name: {"pattern": str(res.patterns.get(name, "dense")), **pack_mask(mask)}
+                            for name, mask in res.masks.items()}
+    dense = run.objects["dense_cost"]
+    return (f"{run.options.criterion} criterion, {run.options.finetune_epochs} fine-tune epochs: "
+            f"accuracy {acc:.2%}, {dense.cycles:,} → {cost.cycles:,} cycles ({dense.cycles / cost.cycles:.2f}×)")
+
+
+def _quantize(run: _Run) -> str:
+    from importlib.util import find_spec
+
+    run.events.start("int8", None)
+    run.summary["accuracy"].setdefault("int8", None)
+    if find_spec("hwprune.quant") is None:
+        raise _Unavailable("hwprune.quant (issue 12) is not available in this build: no whole-model "
+                           "integer reference, so no int8 accuracy; the RTL stage quantizes each "
+                           "layer per tensor (hwprune.sim.quantize_int8)")
+    raise _Unavailable("hwprune.quant exists but the demo does not call it yet")  # pragma: no cover
+
+
+def _export(run: _Run) -> str:
+    from importlib.util import find_spec
+
+    from .checkpoint import save_checkpoint
+    from .prune import save_plan
+
+    run.events.start("export", None)
+    task = run.objects["task"]
+    save_checkpoint(run.file("fp32.pt"), run.objects["fp32"], arch=task.arch, task=task, patterns=None,
+                    masks=None, metrics={"accuracy": run.summary["accuracy"]["fp32"]})
+    save_checkpoint(run.file("pruned.pt"), run.objects["pruned"], arch=task.arch, task=task,
+                    patterns=dict(run.objects["plan"].layers), masks=None,
+                    metrics={"accuracy": run.summary["accuracy"]["pruned"]})
+    save_plan(run.file("plan.json"), run.objects["plan"])
+    run.summary["accuracy"].setdefault("ort_qdq", None)
+    if find_spec("hwprune.export") is None:
+        raise _Unavailable("wrote fp32.pt, pruned.pt and plan.json; hwprune.export (issue 12) is not "
+                           "available in this build: no ONNX/QDQ files, memory images or manifest")
+    raise _Unavailable("hwprune.export exists but the demo does not call it yet")  # pragma: no cover
+
+
+def _designs(run: _Run) -> dict[int, str]:
+    """Issue width → pattern text of every design the plan's layers need."""
+    from .rtl.emit import design_slots
+
+    out: dict[int, str] = {}
+    for pattern in run.objects["plan"].layers.values():
+        slots = design_slots(run.array, pattern)
+        out.setdefault(slots, f"{slots}:{run.array.group_size}" if slots < run.array.group_size else "dense")
+    return dict(sorted(out.items()))
+
+
+def _rtl(run: _Run) -> str:
+    from .rtl.emit import TOP_NAME, describe, synth_stats, verilog
+
+    designs = _designs(run)
+    run.events.start("rtl", len(designs))
+    rows = []
+    for slots, name in designs.items():
+        tag = name.replace(":", "of")
+        v = f"rtl/{TOP_NAME}_{tag}.v"
+        info = describe(run.array, slots)
+        write_text(run.file(v), verilog(run.array, slots))
+        stats = synth_stats(run.array, slots) if run.options.stats else None
+        info["stats"] = stats
+        write_text(run.file(f"rtl/{TOP_NAME}_{tag}.json"), json.dumps(info, indent=2) + "\n")
+        rows.append({"pattern": name, "slots": slots, "verilog": v, "stats": stats})
+        run.events.advance()
+    run.summary["rtl"] = {"designs": rows}
+    cells = ", ".join(f"{r['pattern']} {r['stats']['total']['cells']:,} cells" for r in rows if r["stats"])
+    return f"{len(rows)} design(s) for {run.array.name}" + (f": {cells}" if cells else " (yosys skipped)")
+
+
+def _simulate(run: _Run) -> str:
+    from .importers import from_torch
+    from .patterns import NM
+    from .prune import make_permanent
+    from .sim import layer_operands, simulate
+    from .train import clone_model
+
+    task, plan = run.objects["task"], run.objects["plan"]
+    specs = [s for s in from_torch(make_permanent(clone_model(run.objects["pruned"])), task.example_inputs(1))
+             if s.has_weights]
+    run.events.start("simulate", len(specs))
+    rows = []
+    for i, spec in enumerate(specs):
+        pat = plan.layers.get(spec.name)
+        pat = pat if isinstance(pat, NM) else None
+        w, x = layer_operands(spec, pat, run.array, seed=run.options.seed + i)
+        try:
+            res = simulate(spec, w, x, pat, run.array, verify=False)
+        except UnsupportedLayerError as exc:
+            rows.append({"layer": spec.name, "skipped": str(exc)})
+            continue
+        rows.append({"layer": spec.name, "pattern": res.pattern, "M": spec.M, "K": spec.K, "N": spec.N,
+                     "cycles": res.cycles, "predicted_cycles": res.predicted_cycles,
+                     "cycle_exact": res.cycle_exact, "bit_exact": res.bit_exact,
+                     "compile_seconds": round(res.compile_seconds, 3)})
+        run.events.advance()
+    ran = [r for r in rows if "skipped" not in r]
+    run.summary["simulation"] = {
+        "mode": "each conv/linear layer of the pruned model, weights quantized per tensor to int8, "
+                "random int8 activations of one image (hwprune.sim.layer_operands); the whole int8 "
+                "model over the test set needs issues 12 and 13",
+        "images": None, "layers": [r for r in rows],
+        "all_bit_exact": bool(ran) and all(r["bit_exact"] for r in ran),
+        "all_cycle_exact": bool(ran) and all(r["cycle_exact"] for r in ran)}
+    run.summary["accuracy"].setdefault("rtl", None)
+    sim = run.summary["simulation"]
+    return (f"{len(ran)}/{len(specs)} layers on Verilator: bit-exact {_yn(sim['all_bit_exact'])}, "
+            f"cycle-exact {_yn(sim['all_cycle_exact'])}; whole-model test-set run not available (issue 13)")
+
+
+def _yn(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+#: the pipeline, in order: (name, stage function)
+STAGES: tuple[tuple[str, Callable[[_Run], str]], ...] = (
+    ("train", _train), ("estimate", _estimate), ("search", _search), ("prune", _prune),
+    ("int8", _quantize), ("export", _export), ("rtl", _rtl), ("simulate", _simulate),
+)
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+def _prepare_out(out: Path, force: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} exists and is not empty; pass --force (force=True) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
+    return work
+
+
+def _file_list(work: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(p for p in work.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        rows.append({"path": path.relative_to(work).as_posix(), "bytes": len(data),
+                     "sha256": hashlib.sha256(data).hexdigest()})
+    return rows
+
+
+def run_demo(options: DemoOptions, events: DemoEvents | None = None) -> dict[str, Any]:
+    """Run the whole flow; write ``options.out/summary.json`` and ``report.html``; return the summary.
+
+    Raises
+    ------
+    ConfigError
+        Bad options, or no plan fits the budget.
+    ExportError
+        ``out`` exists and is not empty (without ``force``).
+    """
+    from . import __version__
+    from .report import SUMMARY_FILE, SUMMARY_SCHEMA, write_report
+
+    events = events or DemoEvents()
+    array = load_array(options.array)
+    out = Path(options.out)
+    work = _prepare_out(out, options.force)
+    run = _Run(options, array, work, events)
+    run.summary.update(schema=SUMMARY_SCHEMA, version=__version__, model=TASK,
+                       created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                       options={"array": options.array, "budget": options.budget, "seed": options.seed,
+                                "epochs": options.epochs, "finetune_epochs": options.finetune_epochs,
+                                "images": options.images, "criterion": options.criterion,
+                                "stats": options.stats},
+                       array=array.to_dict(), stages=[])
+    try:
+        for name, stage in STAGES:
+            t0 = time.perf_counter()
+            try:
+                note, status = stage(run), "done"
+            except _Unavailable as exc:
+                note, status = str(exc), "unavailable"
+            record = StageRecord(name, status, time.perf_counter() - t0, note)
+            run.summary["stages"].append(record.to_dict())
+            events.finish(record)
+        run.summary["total_seconds"] = round(sum(s["seconds"] for s in run.summary["stages"]), 3)
+        run.summary["files"] = _file_list(work)
+        write_text(work / SUMMARY_FILE, json.dumps(run.summary, indent=2) + "\n")
+        write_report(work, summary=run.summary)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+    return run.summary
+
