@@ -1,0 +1,460 @@
+"""The int8 model and its integer reference: the one definition of what the quantized model computes.
+
+Quantization (:func:`quantize`) turns a float chain of steps (:mod:`hwprune.quant.graph`) into a
+:class:`QuantModel`:
+
+* **weights**: symmetric, per output channel: ``s_w[n] = max|W[n]| / 127``, ``q = round(W / s_w)``
+  clamped to ±127.  Zero stays exactly zero, so an N:M mask survives quantization.
+* **activations**: symmetric, per tensor, zero point 0: ``s = amax / 127`` with ``amax`` calibrated
+  (:mod:`hwprune.quant.calibrate`) on the network input and on every conv/linear output (after its
+  ReLU when one follows).  Values are clamped to [−128, 127]; after a fused ReLU to [0, 127].
+* **bias**: int32 at the accumulator's scale ``s_in · s_w[n]``.
+* **requantization**: ``acc + bias`` (int32) to the next int8 with an integer multiplier and shift
+  (:mod:`hwprune.quant.fixedpoint`, the gemmlowp/TFLite scheme).
+
+The integer reference (:meth:`QuantModel.run`) then runs every conv/linear exactly as the array
+does — operands lowered by the one :func:`~hwprune.ir.im2col`, products accumulated by
+:func:`~hwprune.images.reference_outputs` (int64, wrapped to the accumulator width) — and chains the
+layers in integers: bias add, requantize, ReLU and max-pool are integer operations.  The last
+conv/linear layer is not requantized: the model's output is its int32 accumulators plus bias,
+which :attr:`QuantModel.output_scale` turns into logits (the only float in the pipeline, after it).
+
+Each layer's run is kept (:class:`LayerRun`): its :class:`~hwprune.ir.LayerSpec` for the batch, the
+int8 weights (N×K) and im2col'd activations the array reads, and the int32 outputs the array must
+write — what :func:`hwprune.sim.simulate` and the memory images consume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ArrayConfig, load_array
+from ..errors import ConfigError, UnsupportedLayerError
+from ..images import reference_outputs, wrap
+from ..ir import ConvGeometry, LayerSpec, im2col
+from ..patterns import NM, Dense, SparsityPattern, Unstructured, parse_pattern
+from .calibrate import Calibration, amax_of, calibration_inputs
+from .fixedpoint import quantize_multiplier, requantize
+from .graph import Flatten, Gemm, MaxPool, Relu, float_steps, run_float
+
+__all__ = [
+    "IntegerRun",
+    "LayerRun",
+    "QuantLayer",
+    "QuantModel",
+    "detect_pattern",
+    "evaluate_int",
+    "quantize",
+    "quantize_steps",
+    "quantize_weights",
+]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a)
+    a.setflags(write=False)
+    return a
+
+
+def quantize_weights(w: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel quantization of an N×K matrix: (integers, scales (N,)).
+
+    An all-zero channel gets scale 0 here (its integers are all zero); :func:`quantize_steps`
+    chooses a scale for it that keeps its bias representable.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ConfigError("weights contain NaN or infinity")
+    qmax = (1 << (bits - 1)) - 1
+    peak = np.abs(w).max(axis=1, initial=0.0)
+    scale = peak / qmax
+    safe = np.where(scale > 0, scale, 1.0)
+    q = np.clip(np.rint(w / safe[:, None]), -qmax, qmax).astype(np.int64)
+    return q, scale
+
+
+def detect_pattern(weights: np.ndarray, group_size: int = 4) -> SparsityPattern:
+    """The pattern a weight matrix satisfies on an array of ``group_size``: dense, N:M with the
+    largest per-group count as N, or unstructured at its density."""
+    nz = np.asarray(weights) != 0
+    if nz.all():
+        return Dense()
+    n, k = nz.shape
+    pad = (-k) % group_size
+    occ = int(np.pad(nz, ((0, 0), (0, pad))).reshape(n, -1, group_size).sum(axis=2).max(initial=0))
+    if 0 < occ < group_size:
+        return NM(occ, group_size)
+    return Unstructured(max(float(nz.mean()), 1e-6))
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRun:
+    """One conv/linear layer of one integer run: what the array reads and must write.
+
+    ``acts`` are the im2col'd int8 operands (groups, M, K); ``acc`` the array's outputs
+    (groups, M, N/groups), int64 holding acc_bits-wrapped values; ``output`` the layer's
+    integer output after bias and requantization (NCHW or (batch, N)).
+    """
+
+    name: str
+    spec: LayerSpec
+    weights: np.ndarray
+    acts: np.ndarray
+    acc: np.ndarray
+    output: np.ndarray
+    pattern: SparsityPattern | None
+
+
+@dataclass(frozen=True, slots=True)
+class IntegerRun:
+    """The integer reference on one batch: the model output and every layer's run."""
+
+    output: np.ndarray
+    layers: tuple[LayerRun, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QuantLayer:
+    """A quantized conv or linear layer (BatchNorm folded, ReLU fused when one follows).
+
+    ``weight`` is the N×K int8 matrix (K in im2col order); ``weight_shape`` the PyTorch shape
+    (N, C/groups, kh, kw) or (N, K).  ``output_scale`` is None for the model's last layer, whose
+    int32 accumulators plus bias are the output.
+    """
+
+    name: str
+    weight: np.ndarray
+    weight_shape: tuple[int, ...]
+    weight_scale: np.ndarray
+    bias: np.ndarray
+    input_scale: float
+    output_scale: float | None
+    multiplier: np.ndarray
+    shift: np.ndarray
+    relu: bool
+    input_shape: tuple[int, ...]        # one example's input (C, H, W), (C, L) or (K,)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    pattern: SparsityPattern | None = None
+    folded_bn: str | None = None
+
+    @property
+    def is_conv(self) -> bool:
+        return len(self.weight_shape) > 2
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight_shape[0])
+
+    @property
+    def accumulator_scale(self) -> np.ndarray:
+        """Real value of one accumulator unit, per output channel: s_in · s_w[n]."""
+        return self.input_scale * self.weight_scale
+
+    def geometry(self, batch: int) -> ConvGeometry:
+        c = self.input_shape[0]
+        size = self.input_shape[1:] if len(self.input_shape) == 3 else (1, self.input_shape[1])
+        return ConvGeometry.make(in_channels=c, out_channels=self.out_channels, in_size=tuple(size),
+                                 kernel=tuple(self.weight_shape[2:]), stride=self.stride,
+                                 padding=self.padding, dilation=self.dilation, groups=self.groups,
+                                 batch=batch)
+
+    def spec(self, batch: int) -> LayerSpec:
+        """The GEMM this layer is for a batch of ``batch`` examples."""
+        if self.is_conv:
+            return LayerSpec.from_conv(self.name, self.geometry(batch), sparsity=self.pattern)
+        return LayerSpec.linear(self.name, self.weight.shape[1], self.out_channels, tokens=batch).with_sparsity(
+            self.pattern)
+
+    def lower(self, x: np.ndarray) -> np.ndarray:
+        """Integer input (batch first) → the array's activation operands (groups, M, K)."""
+        if not self.is_conv:
+            return np.asarray(x, dtype=np.int64).reshape(1, x.shape[0], -1)
+        return im2col(x, self.geometry(x.shape[0]))
+
+    def to_dict(self) -> dict[str, object]:
+        """Scales, zero points and requantization constants (for manifests and reports)."""
+        return {"name": self.name, "kind": "conv" if self.is_conv else "linear",
+                "weight_shape": list(self.weight_shape), "input_shape": list(self.input_shape),
+                "input_scale": self.input_scale, "input_zero_point": 0,
+                "weight_scale": self.weight_scale.tolist(), "weight_zero_point": 0,
+                "output_scale": self.output_scale, "output_zero_point": 0 if self.output_scale else None,
+                "bias_int32": self.bias.tolist(), "multiplier": self.multiplier.tolist(),
+                "shift": self.shift.tolist(), "relu": self.relu,
+                "pattern": str(self.pattern) if self.pattern is not None else None,
+                "folded_bn": self.folded_bn}
+
+
+QStep = QuantLayer | Relu | MaxPool | Flatten
+
+
+def _max_pool_int(x: np.ndarray, p: MaxPool) -> np.ndarray:
+    """Integer max-pool (NCHW), PyTorch's floor-mode output size; padding never wins."""
+    if p.ceil_mode:
+        raise UnsupportedLayerError("max-pool with ceil_mode=True has no integer kernel here")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = p.kernel, p.stride, p.padding, p.dilation
+    lowest = np.iinfo(np.int64).min
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=lowest)
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    oh = (x.shape[2] + 2 * ph - span_h) // sh + 1
+    ow = (x.shape[3] + 2 * pw - span_w) // sw + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (span_h, span_w), axis=(2, 3))
+    win = win[:, :, : (oh - 1) * sh + 1: sh, : (ow - 1) * sw + 1: sw, ::dh, ::dw]
+    return win.max(axis=(4, 5))
+
+
+@dataclass(frozen=True, slots=True)
+class QuantModel:
+    """An int8 model: quantized steps plus the input scale; :meth:`run` is its definition.
+
+    Build with :func:`quantize`.  ``weight_bits``/``act_bits``/``acc_bits`` are the array's.
+    """
+
+    steps: tuple[QStep, ...]
+    input_scale: float
+    input_shape: tuple[int, ...]
+    weight_bits: int = 8
+    act_bits: int = 8
+    acc_bits: int = 32
+    calibration: Calibration = field(default_factory=Calibration)
+    calib_examples: int = 0
+
+    @property
+    def layers(self) -> tuple[QuantLayer, ...]:
+        return tuple(s for s in self.steps if isinstance(s, QuantLayer))
+
+    def layer(self, name: str) -> QuantLayer:
+        for q in self.layers:
+            if q.name == name:
+                return q
+        raise ConfigError(f"no layer {name!r}; layers: {', '.join(q.name for q in self.layers)}")
+
+    @property
+    def output_scale(self) -> np.ndarray:
+        """Real value of one unit of the output, per output channel."""
+        last = self.steps[-1]
+        if isinstance(last, QuantLayer) and last.output_scale is None:
+            return last.accumulator_scale
+        return np.full(1, self._scale_before(len(self.steps)))
+
+    def _scale_before(self, index: int) -> float:
+        scale = self.input_scale
+        for s in self.steps[:index]:
+            if isinstance(s, QuantLayer):
+                scale = s.output_scale if s.output_scale is not None else float("nan")
+        return scale
+
+    @property
+    def act_range(self) -> tuple[int, int]:
+        return -(1 << (self.act_bits - 1)), (1 << (self.act_bits - 1)) - 1
+
+    def quantize_input(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Float input → int8 (round half to even, as ONNX QuantizeLinear), batch first."""
+        a = x.detach().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+        if tuple(a.shape[1:]) != tuple(self.input_shape):
+            raise ConfigError(f"input of shape {tuple(a.shape)} does not match the model's "
+                              f"(batch, {', '.join(map(str, self.input_shape))})")
+        lo, hi = self.act_range
+        return np.clip(np.rint(a / self.input_scale), lo, hi).astype(np.int64)
+
+    def run(self, x_int: np.ndarray) -> IntegerRun:
+        """The integer reference on a batch of quantized inputs (see the module docstring)."""
+        x = np.asarray(x_int)
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ConfigError(f"the integer reference takes integer inputs (quantize_input), not {x.dtype}")
+        lo, hi = self.act_range
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise ConfigError(f"inputs must lie in [{lo}, {hi}], found [{x.min()}, {x.max()}]")
+        x = x.astype(np.int64)
+        runs = []
+        for step in self.steps:
+            if isinstance(step, QuantLayer):
+                x, run = self._layer(step, x)
+                runs.append(run)
+            elif isinstance(step, Relu):
+                x = np.maximum(x, 0)
+            elif isinstance(step, MaxPool):
+                x = _max_pool_int(x, step)
+            else:
+                x = x.reshape(x.shape[0], -1)
+        return IntegerRun(x, tuple(runs))
+
+    def _layer(self, q: QuantLayer, x: np.ndarray) -> tuple[np.ndarray, LayerRun]:
+        batch = x.shape[0]
+        acts = q.lower(x)
+        acc = reference_outputs(q.weight, acts, q.groups, self.acc_bits)       # (g, M, N/g)
+        if q.is_conv:
+            geom = q.geometry(batch)
+            oh, ow = geom.out_size
+            y = acc.reshape(q.groups, batch, oh, ow, -1).transpose(1, 0, 4, 2, 3).reshape(batch, -1, oh, ow)
+            if len(q.input_shape) == 2:   # Conv1d: drop the unit height
+                y = y[:, :, 0, :]
+            chan = (-1,) + (1,) * (y.ndim - 2)
+        else:
+            y = acc[0]
+            chan = (-1,)
+        total = wrap(y + q.bias.reshape(chan), self.acc_bits)
+        if q.output_scale is not None:
+            lo, hi = self.act_range
+            out = requantize(total, q.multiplier.reshape(chan), q.shift.reshape(chan),
+                             lo=0 if q.relu else lo, hi=hi)
+        else:
+            out = total
+        return out, LayerRun(q.name, q.spec(batch), q.weight, acts, acc, out, q.pattern)
+
+    def forward_int(self, x_int: np.ndarray) -> np.ndarray:
+        """The model's integer output for int8 inputs (the last layer's int32 acc + bias)."""
+        return self.run(x_int).output
+
+    def logits(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Float inputs → quantize → integer reference → dequantized outputs (float64)."""
+        out = self.forward_int(self.quantize_input(x))
+        return out * self.output_scale.reshape((-1,) + (1,) * (out.ndim - 2))
+
+    def predict(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"input_scale": self.input_scale, "input_zero_point": 0,
+                "input_shape": list(self.input_shape),
+                "bits": {"weight": self.weight_bits, "activation": self.act_bits,
+                         "accumulator": self.acc_bits},
+                "calibration": {**self.calibration.to_dict(), "examples": self.calib_examples},
+                "steps": [s.to_dict() if isinstance(s, QuantLayer) else {"op": type(s).__name__.lower()}
+                          for s in self.steps]}
+
+
+def _float_model(model: nn.Module) -> nn.Module:
+    from ..prune.engine import make_permanent
+    from ..train import clone_model
+
+    m = make_permanent(clone_model(model))
+    m.eval()
+    return m
+
+
+def quantize(model: nn.Module, data: object, *, calib: int = 256,
+             calibration: Calibration | str = "percentile", percentile: float = 99.99,
+             array: ArrayConfig | str | None = None,
+             patterns: Mapping[str, SparsityPattern | str] | None = None) -> QuantModel:
+    """Post-training int8 quantization of a (pruned) model.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A chain of conv/linear (+BatchNorm, ReLU, max-pool, flatten) layers; torch-prune masks
+        are folded in (the model itself is not modified).
+    data : Task, tensor or iterable of batches
+        Calibration data (see :func:`~hwprune.quant.calibrate.calibration_inputs`).
+    calib : int
+        Number of calibration examples.
+    calibration : Calibration or str
+        ``"minmax"``, ``"percentile"`` (with ``percentile``) or a :class:`Calibration`.
+    array : ArrayConfig or str, optional
+        Takes the bit widths (default 8/8/32) and the N:M group size for pattern detection.
+    patterns : mapping, optional
+        Layer → pattern the layer was pruned to (a checkpoint's); others are detected.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        The model is not a chain of supported layers.
+    ConfigError
+        Bad calibration data or settings.
+    """
+    calib_cfg = calibration if isinstance(calibration, Calibration) else Calibration(calibration, percentile)
+    cfg = load_array(array) if array is not None else None
+    steps = float_steps(_float_model(model))
+    x = calibration_inputs(data, calib).double()
+    return quantize_steps(steps, x, calibration=calib_cfg, array=cfg, patterns=patterns)
+
+
+def _bits(array: ArrayConfig | None) -> tuple[int, int, int, int]:
+    if array is None:
+        return 8, 8, 32, 4
+    return array.weight_bits, array.act_bits, array.acc_bits, array.group_size
+
+
+def quantize_steps(steps: tuple, x: torch.Tensor, *, calibration: Calibration,
+                   array: ArrayConfig | None = None,
+                   patterns: Mapping[str, SparsityPattern | str] | None = None) -> QuantModel:
+    """Quantize a float chain of steps with calibration inputs ``x`` (see :func:`quantize`)."""
+    wb, ab, accb, gs = _bits(array)
+    amax_q = (1 << (ab - 1)) - 1
+    pats = {k: parse_pattern(v) if isinstance(v, str) else v for k, v in (patterns or {}).items()}
+    _, outs = run_float(steps, x, record=True)
+
+    def scale_of(t: torch.Tensor, where: str) -> float:
+        amax = amax_of([t], calibration)
+        if amax <= 0:
+            raise ConfigError(f"{where}: calibration activations are all zero; cannot choose a scale")
+        return amax / amax_q
+
+    s_in0 = scale_of(x, "model input")
+    scale, shape = s_in0, tuple(x.shape[1:])
+    out_steps: list[QStep] = []
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        if not isinstance(step, Gemm):
+            out_steps.append(step)
+            shape = tuple(outs[i].shape[1:])
+            i += 1
+            continue
+        relu = i + 1 < len(steps) and isinstance(steps[i + 1], Relu)
+        j = i + 1 if relu else i
+        last = j == len(steps) - 1 and not relu
+        s_out = None if last else scale_of(outs[j], step.name)
+        layer = _quant_layer(step, scale, s_out, relu, shape, wb, accb,
+                             pats.get(step.name), gs)
+        out_steps.append(layer)
+        if s_out is not None:
+            scale = s_out
+        shape = tuple(outs[j].shape[1:])
+        i = j + 1
+    return QuantModel(tuple(out_steps), s_in0, tuple(x.shape[1:]), wb, ab, accb, calibration, int(x.shape[0]))
+
+
+def _quant_layer(g: Gemm, s_in: float, s_out: float | None, relu: bool, in_shape: tuple[int, ...],
+                 wb: int, accb: int, pattern: SparsityPattern | None, group_size: int) -> QuantLayer:
+    w_int, s_w = quantize_weights(g.matrix(), wb)
+    # an all-zero channel outputs its bias alone: give it the scale that makes the multiplier 1
+    empty = s_w == 0
+    s_w = np.where(empty, (s_out if s_out is not None else 2.0 ** -16) / s_in, s_w)
+    acc_scale = s_in * s_w
+    lim = (1 << (accb - 1)) - 1
+    bias = np.clip(np.rint(g.bias / acc_scale), -lim, lim).astype(np.int64)
+    if s_out is not None:
+        qe = [quantize_multiplier(float(m)) for m in acc_scale / s_out]
+        mult = np.array([q for q, _ in qe], dtype=np.int64)
+        shift = np.array([e for _, e in qe], dtype=np.int64)
+    else:
+        mult = shift = np.zeros(g.out_channels, dtype=np.int64)
+    if pattern is None:
+        pattern = detect_pattern(g.matrix(), group_size)  # the float mask: rounding to 0 is not pruning
+    conv = {}
+    if g.is_conv:
+        conv = {"stride": tuple(g.stride), "padding": tuple(g.padding), "dilation": tuple(g.dilation),
+                "groups": g.groups}
+    return QuantLayer(g.name, _readonly(w_int), tuple(g.weight.shape), _readonly(s_w), _readonly(bias),
+                      float(s_in), s_out, _readonly(mult), _readonly(shift), relu, tuple(in_shape),
+                      pattern=pattern, folded_bn=g.folded_bn, **conv)
+
+
+def evaluate_int(qmodel: QuantModel, task: object, split: str = "test", *, batch_size: int = 512) -> float:
+    """Top-1 accuracy of the integer reference on a task split (fraction in [0, 1])."""
+    correct = total = 0
+    for batch in task.batches(split, batch_size=batch_size):
+        if batch.index is not None or len(batch.inputs) != 1:
+            raise UnsupportedLayerError("the integer reference runs single-input, batch-first tasks")
+        pred = qmodel.predict(batch.inputs[0])
+        correct += int((pred == batch.targets.numpy()).sum())
+        total += int(batch.targets.numel())
+    return correct / total if total else 0.0
