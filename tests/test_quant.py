@@ -212,3 +212,22 @@ def test_lenet_quantizes_and_unsupported_graphs_are_named():
 
     with pytest.raises(UnsupportedLayerError, match="sigmoid"):
         float_steps(Sigmoid())
+
+
+def test_calibration_and_evaluation_through_a_user_workload(models):
+    """A user's DataLoaders (hwprune.Workload) calibrate and score exactly like the built-in task
+    when they hold the same examples in the same order."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from hwprune.workload import Workload
+
+    task, m, _ = models
+    calib = task.train.inputs[0][:96]
+    train = DataLoader(TensorDataset(calib, task.train.targets[:96]), batch_size=32)
+    test = DataLoader(TensorDataset(task.test.inputs[0], task.test.targets), batch_size=100)
+    data = Workload(train, test, F.cross_entropy, test=test)
+    q_user = quantize(m["dense"], data, calib=96)
+    q_ref = quantize(m["dense"], calib, calib=96)
+    assert q_user.input_scale == q_ref.input_scale
+    assert [lq.output_scale for lq in q_user.layers] == [lq.output_scale for lq in q_ref.layers]
+    assert evaluate_int(q_user, data, "test") == evaluate_int(q_ref, task, "test")

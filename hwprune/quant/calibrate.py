@@ -76,36 +76,36 @@ def amax_of(tensors: Iterable[torch.Tensor], calib: Calibration) -> float:
     return CALIBRATORS[calib.method](absvals, float(calib.percentile))
 
 
-def calibration_inputs(data: object, n: int) -> torch.Tensor:
+def calibration_inputs(data: object, n: int, *, seed: int = 0) -> torch.Tensor:
     """The first ``n`` model inputs of ``data`` as one float tensor.
 
-    ``data`` is a built-in :class:`~hwprune.tasks.Task` (its train split), a tensor (examples on
-    dim 0), or an iterable of batches — tensors, or tuples/lists whose first element is the
-    input (a ``DataLoader`` of ``(x, y)``).
+    ``data`` is a workload (a built-in :class:`~hwprune.tasks.Task` or an
+    :class:`hwprune.Workload` over the user's DataLoaders): its
+    :meth:`~hwprune.workload.WorkloadLike.calibration_batches` are read until ``n`` examples are
+    in hand.  A tensor (examples on dim 0) is taken as it is.
     """
+    from ..workload import as_workload
+
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"the calibration set needs a positive number of examples, not {n!r}")
     if isinstance(data, torch.Tensor):
-        batches: Iterable[object] = [data]
-    elif hasattr(data, "batches") and hasattr(data, "train"):
-        if data.train.index is not None:
-            raise ConfigError(f"task {getattr(data, 'name', '?')!r} is a graph task: the integer "
-                              "pipeline runs batch-first image or feature inputs only")
-        batches = (b.inputs for b in data.batches("train", batch_size=max(1, min(n, 256))))
-    elif isinstance(data, Iterable):
-        batches = data
+        batches: Iterable[torch.Tensor] = [data]
     else:
-        raise ConfigError(f"calibration data must be a Task, a tensor or an iterable of batches, "
-                          f"not {type(data).__name__}")
+        workload = as_workload(data, what="calibration data")
+        batches = (_single_input(b, workload) for b in workload.calibration_batches(n, seed=seed))
     got, count = [], 0
-    for batch in batches:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, torch.Tensor):
-            raise ConfigError(f"a calibration batch must hold a tensor, not {type(x).__name__}")
+    for x in batches:
         got.append(x.float())
         count += x.shape[0]
         if count >= n:
             break
-    if not got:
+    if not got or count == 0:
         raise ConfigError("the calibration data is empty")
     return torch.cat(got)[:n]
+
+
+def _single_input(batch: object, workload: object) -> torch.Tensor:
+    if batch.index is not None or batch.kwargs or len(batch.inputs) != 1:
+        raise ConfigError(f"{getattr(workload, 'name', 'the workload')}: the integer pipeline runs "
+                          "models of one batch-first input (no graph, keyword or multi-input batches)")
+    return batch.inputs[0]

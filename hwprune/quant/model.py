@@ -351,8 +351,9 @@ def quantize(model: nn.Module, data: object, *, calib: int = 256,
     model : nn.Module
         A chain of conv/linear (+BatchNorm, ReLU, max-pool, flatten) layers; torch-prune masks
         are folded in (the model itself is not modified).
-    data : Task, tensor or iterable of batches
-        Calibration data (see :func:`~hwprune.quant.calibrate.calibration_inputs`).
+    data : workload or tensor
+        Calibration data: a built-in task, an :class:`hwprune.Workload` over DataLoaders, or a
+        tensor of inputs (see :func:`~hwprune.quant.calibrate.calibration_inputs`).
     calib : int
         Number of calibration examples.
     calibration : Calibration or str
@@ -448,13 +449,17 @@ def _quant_layer(g: Gemm, s_in: float, s_out: float | None, relu: bool, in_shape
                       pattern=pattern, folded_bn=g.folded_bn, **conv)
 
 
-def evaluate_int(qmodel: QuantModel, task: object, split: str = "test", *, batch_size: int = 512) -> float:
-    """Top-1 accuracy of the integer reference on a task split (fraction in [0, 1])."""
-    correct = total = 0
-    for batch in task.batches(split, batch_size=batch_size):
-        if batch.index is not None or len(batch.inputs) != 1:
-            raise UnsupportedLayerError("the integer reference runs single-input, batch-first tasks")
-        pred = qmodel.predict(batch.inputs[0])
-        correct += int((pred == batch.targets.numpy()).sum())
-        total += int(batch.targets.numel())
-    return correct / total if total else 0.0
+def evaluate_int(qmodel: QuantModel, data: object, split: str = "test") -> float:
+    """The workload's metric (top-1 accuracy for the built-in tasks) of the integer reference on
+    ``split``: inputs quantized, run in integers, outputs dequantized."""
+    from ..workload import as_workload
+    from .calibrate import _single_input
+
+    workload = as_workload(data, what="evaluation data")
+    outs, targets = [], []
+    for batch in workload.eval_batches(split):
+        outs.append(torch.from_numpy(qmodel.logits(_single_input(batch, workload))))
+        targets.append(batch.targets)
+    if not outs:
+        return 0.0
+    return float(workload.compute_metric(torch.cat(outs), torch.cat(targets)))
