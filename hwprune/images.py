@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import ArrayConfig
 from .errors import ConfigError, ExportError, UnsupportedLayerError
-from .io import write_text
+from .io import write_bytes, write_text
 from .ir import LayerSpec
 from .patterns import SparsityPattern
 from .schedule import Schedule, make_schedule
@@ -436,9 +436,107 @@ def _read_hex(path: Path, layout: MemoryLayout) -> list[int]:
     return words
 
 
+def _parse_word(path: Path, n: int, text: str, width: int) -> int:
+    try:
+        word = int(text, 16)
+    except ValueError:
+        raise ExportError(f"{path}:{n}: not a hex word: {text!r}") from None
+    if word < 0 or word >> width:
+        raise ExportError(f"{path}:{n}: word wider than {width} bits")
+    return word
+
+
+def _write_coe(path: Path, words: list[int], layout: MemoryLayout, *, force: bool) -> Path:
+    """Xilinx COE: radix 16, one word per line, comma-separated, the last ended by ';'."""
+    digits = math.ceil(layout.width / 4)
+    body = ",\n".join(f"{w:0{digits}x}" for w in words) or "0"
+    return write_text(path, f"; hwprune {layout.name}: {len(words)} words of {layout.width} bits\n"
+                            f"memory_initialization_radix=16;\nmemory_initialization_vector=\n{body};\n",
+                      force=force)
+
+
+def _read_coe(path: Path, layout: MemoryLayout) -> list[int]:
+    text = "\n".join(line.split(";", 1)[0] if line.lstrip().startswith(";") else line
+                     for line in path.read_text().splitlines())
+    head, sep, vector = text.partition("memory_initialization_vector=")
+    if not sep or "memory_initialization_radix=16;" not in head.replace(" ", ""):
+        raise ExportError(f"{path}: not a radix-16 COE file (no memory_initialization_vector)")
+    if not vector.rstrip().endswith(";"):
+        raise ExportError(f"{path}: COE vector is not terminated by ';' (truncated?)")
+    items = [t.strip() for t in vector.rstrip()[:-1].split(",")]
+    return [_parse_word(path, i, t, layout.width) for i, t in enumerate(items, 1)]
+
+
+def _write_mif(path: Path, words: list[int], layout: MemoryLayout, *, force: bool) -> Path:
+    """Intel MIF: WIDTH, DEPTH (the words written), hex address and data radix."""
+    digits = math.ceil(layout.width / 4)
+    lines = [f"-- hwprune {layout.name}: {len(words)} words of {layout.width} bits",
+             f"WIDTH={layout.width};", f"DEPTH={max(1, len(words))};", "ADDRESS_RADIX=HEX;",
+             "DATA_RADIX=HEX;", "CONTENT BEGIN"]
+    lines += [f"    {a:x} : {w:0{digits}x};" for a, w in enumerate(words)] or ["    0 : 0;"]
+    lines.append("END;")
+    return write_text(path, "\n".join(lines) + "\n", force=force)
+
+
+def _read_mif(path: Path, layout: MemoryLayout) -> list[int]:
+    header: dict[str, str] = {}
+    words: list[int] = []
+    state = "header"
+    for n, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split("--", 1)[0].strip()
+        if not line:
+            continue
+        if state == "header":
+            if line.upper() == "CONTENT BEGIN":
+                state = "content"
+                continue
+            key, eq, value = line.rstrip(";").partition("=")
+            if not eq:
+                raise ExportError(f"{path}:{n}: not a MIF header line: {line!r}")
+            header[key.strip().upper()] = value.strip().upper()
+        elif state == "content":
+            if line.upper() == "END;":
+                state = "end"
+                continue
+            addr, colon, data = line.rstrip(";").partition(":")
+            if not colon or _parse_word(path, n, addr.strip(), 64) != len(words):
+                raise ExportError(f"{path}:{n}: expected address {len(words):x}, got {line!r}")
+            words.append(_parse_word(path, n, data.strip(), layout.width))
+    if state != "end":
+        raise ExportError(f"{path}: MIF content has no END; (truncated?)")
+    if header.get("WIDTH") != str(layout.width):
+        raise ExportError(f"{path}: MIF WIDTH={header.get('WIDTH')}, the memory is {layout.width} bits")
+    if header.get("ADDRESS_RADIX") != "HEX" or header.get("DATA_RADIX") != "HEX":
+        raise ExportError(f"{path}: only hex MIF radixes are read")
+    if header.get("DEPTH") != str(max(1, len(words))):
+        raise ExportError(f"{path}: MIF DEPTH={header.get('DEPTH')} but {len(words)} words")
+    return words
+
+
+def _write_bin(path: Path, words: list[int], layout: MemoryLayout, *, force: bool) -> Path:
+    """Raw little-endian: each word in ⌈width/8⌉ bytes, no header."""
+    nbytes = math.ceil(layout.width / 8)
+    return write_bytes(path, b"".join(w.to_bytes(nbytes, "little") for w in words), force=force)
+
+
+def _read_bin(path: Path, layout: MemoryLayout) -> list[int]:
+    nbytes = math.ceil(layout.width / 8)
+    data = path.read_bytes()
+    if len(data) % nbytes:
+        raise ExportError(f"{path}: {len(data)} bytes is not a whole number of {nbytes}-byte words")
+    words = [int.from_bytes(data[i:i + nbytes], "little") for i in range(0, len(data), nbytes)]
+    for i, w in enumerate(words):
+        if w >> layout.width:
+            raise ExportError(f"{path}: word {i} wider than {layout.width} bits")
+    return words
+
+
 #: image formats: name → (suffix, writer(path, words, layout, force=...), reader(path, layout) | None)
 IMAGE_FORMATS: dict[str, tuple[str, Callable, Callable | None]] = {
-    "hex": (".hex", _write_hex, _read_hex),
+    "hex": (".hex", _write_hex, _read_hex),       # $readmemh
+    "coe": (".coe", _write_coe, _read_coe),       # Xilinx block-memory generator
+    "mif": (".mif", _write_mif, _read_mif),       # Intel (Quartus) memory initialization
+    "bin": (".bin", _write_bin, _read_bin),       # raw little-endian words
 }
 
 
