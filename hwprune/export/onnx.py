@@ -34,8 +34,14 @@ from ..patterns import NM, SparsityPattern
 from ..quant.graph import Flatten, MaxPool, Relu
 from ..quant.model import QuantLayer, QuantModel, detect_pattern
 
-__all__ = ["OPSET", "export_float_onnx", "export_qdq_onnx", "run_onnx", "sparsity_metadata",
-           "read_sparsity_metadata"]
+__all__ = [
+    "OPSET",
+    "export_float_onnx",
+    "export_qdq_onnx",
+    "read_sparsity_metadata",
+    "run_onnx",
+    "sparsity_metadata",
+]
 
 #: the ONNX operator set both files use
 OPSET = 17
