@@ -36,9 +36,21 @@ from .ir import LayerSpec
 from .patterns import SparsityPattern
 from .schedule import Schedule, make_schedule
 
-__all__ = ["Field", "MemoryLayout", "MemoryMap", "memory_map", "LayerImages", "build_images",
-           "write_images", "read_images", "decode_outputs", "reference_outputs", "wrap",
-           "IMAGE_FORMATS", "MEMORIES"]
+__all__ = [
+    "IMAGE_FORMATS",
+    "MEMORIES",
+    "Field",
+    "LayerImages",
+    "MemoryLayout",
+    "MemoryMap",
+    "build_images",
+    "decode_outputs",
+    "memory_map",
+    "read_images",
+    "reference_outputs",
+    "wrap",
+    "write_images",
+]
 
 #: memories in the order the image files are written
 MEMORIES = ("weights", "stream", "acts", "desc", "outputs")
