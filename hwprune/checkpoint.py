@@ -165,6 +165,15 @@ def _resize_to(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
             module.num_features = value.shape[0]
 
 
+def _check_shapes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """ExportError naming the first tensor whose shape is not the architecture's (not shrunk)."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and isinstance(value, torch.Tensor) and own[key].shape != value.shape:
+            raise ExportError(f"{key} has shape {tuple(value.shape)}, the architecture's is "
+                              f"{tuple(own[key].shape)} (and the checkpoint is not marked shrunk)")
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
 
@@ -194,7 +203,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         model = build_arch(data["arch"], data["arch_kwargs"])
         state = data["state_dict"]
-        _resize_to(model, state)
+        if data["shrunk"]:
+            _resize_to(model, state)
+        else:
+            _check_shapes(model, state)
         model.load_state_dict(state, strict=True)
         masks = {k: v.numpy().astype(bool) for k, v in data["masks"].items()}
         apply_masks(model, masks)

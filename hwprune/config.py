@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ArrayConfig", "EnergyTable", "load_array", "preset_names", "DATAFLOWS"]
+__all__ = ["ArrayConfig", "EnergyTable", "load_array", "preset_names", "read_text", "DATAFLOWS"]
 
 DATAFLOWS = ("os", "ws", "is")
 
@@ -60,6 +60,59 @@ class ArrayConfig:
     #: Fold pipelining: the next fold's slots enter while the previous fold's results skew out
     #: (see :meth:`hwprune.schedule.Schedule.fold_interval`).  Off by default: SCALE-Sim's count.
     fold_overlap: bool = False
+    #: Accept layers whose worst-case sum can exceed ``acc_bits`` (two's-complement wrapping, the
+    #: hardware's documented behaviour); off, such layers are refused (:meth:`check_accumulator`).
+    allow_accumulator_wrap: bool = False
+
+    def __post_init__(self) -> None:
+        # from_dict names TOML keys; this backstop catches direct construction and replace()
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"array name must be a non-empty string, not {self.name!r}")
+        for key in ("rows", "cols", "group_size", "weight_bits", "act_bits", "acc_bits"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"array {self.name!r}: {key} must be a positive integer, not {value!r}")
+        for key in ("clock_mhz", "weight_sram_kib", "act_sram_kib", "out_sram_kib",
+                    "sram_bytes_per_cycle", "dram_bytes_per_cycle"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ConfigError(f"array {self.name!r}: {key} must be a positive number, not {value!r}")
+        if self.dataflow not in DATAFLOWS:
+            raise ConfigError(f"array {self.name!r}: dataflow must be one of {DATAFLOWS}, not {self.dataflow!r}")
+        slots = self.slot_options
+        if not isinstance(slots, tuple) or not slots or any(
+                isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.group_size for n in slots):
+            raise ConfigError(f"array {self.name!r}: slot_options must be a non-empty tuple of N in "
+                              f"1…{self.group_size}, not {slots!r}")
+        if self.group_size not in slots:
+            raise ConfigError(f"array {self.name!r}: slot_options {slots} must include the dense "
+                              f"issue width {self.group_size}")
+        if self.acc_bits < self.weight_bits + self.act_bits:
+            raise ConfigError(f"array {self.name!r}: {self.acc_bits} accumulator bits cannot hold one "
+                              f"{self.weight_bits}×{self.act_bits}-bit product")
+        for key in ("group_skipping", "fold_overlap", "allow_accumulator_wrap"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"array {self.name!r}: {key} must be true or false, not "
+                                  f"{getattr(self, key)!r}")
+
+    def accumulator_bits_needed(self, k: int) -> int:
+        """Worst-case bits of a K-long sum of products: w_bits + a_bits + ⌈log₂ K⌉."""
+        return self.weight_bits + self.act_bits + math.ceil(math.log2(k)) if k > 1 else \
+            self.weight_bits + self.act_bits
+
+    def check_accumulator(self, k: int, layer: str = "layer") -> None:
+        """ConfigError naming K and the bits needed when a K-long sum can overflow the accumulator.
+
+        Wrapping is the hardware's documented two's-complement behaviour, but it must be asked
+        for: arrays with ``allow_accumulator_wrap = true`` pass.
+        """
+        need = self.accumulator_bits_needed(k)
+        if need > self.acc_bits and not self.allow_accumulator_wrap:
+            raise ConfigError(
+                f"{layer}: K = {k} needs {need}-bit accumulation ({self.weight_bits} + "
+                f"{self.act_bits} + ⌈log2 K⌉) but array {self.name!r} accumulates in {self.acc_bits} "
+                "bits; use a wider accumulator or set allow_accumulator_wrap = true in the array TOML")
 
     @property
     def index_bits(self) -> int:
@@ -86,6 +139,7 @@ class ArrayConfig:
         return {
             "name": self.name, "rows": self.rows, "cols": self.cols, "dataflow": self.dataflow,
             "clock_mhz": self.clock_mhz, "fold_overlap": self.fold_overlap,
+            "allow_accumulator_wrap": self.allow_accumulator_wrap,
             "sparsity": {"m": self.group_size, "n": list(self.slot_options),
                          "group_skipping": self.group_skipping},
             "bits": {"weight": self.weight_bits, "activation": self.act_bits,
@@ -102,6 +156,7 @@ class ArrayConfig:
         """Build and validate from the TOML structure; errors name ``source``, key and value."""
         r = _Reader(data, source)
         r.reject_unknown({"name", "rows", "cols", "dataflow", "clock_mhz", "fold_overlap", "sparsity", "bits",
+                          "allow_accumulator_wrap",
                           "memory", "energy"})
         name, rows, cols = r.str("name", source), r.int("rows"), r.int("cols")
         sp, bits, mem, en = r.table("sparsity"), r.table("bits"), r.table("memory"), r.table("energy")
@@ -133,7 +188,8 @@ class ArrayConfig:
             out_sram_kib=mem.float("out_sram_kib", 128),
             sram_bytes_per_cycle=mem.float("sram_bytes_per_cycle", 128),
             dram_bytes_per_cycle=mem.float("dram_bytes_per_cycle", 16), energy=energy,
-            fold_overlap=r.bool("fold_overlap", False))
+            fold_overlap=r.bool("fold_overlap", False),
+            allow_accumulator_wrap=r.bool("allow_accumulator_wrap", False))
         sp.reject_unknown({"m", "n", "group_skipping"})
         bits.reject_unknown({"weight", "activation", "accumulator"})
         mem.reject_unknown({"weight_sram_kib", "act_sram_kib", "out_sram_kib", "sram_bytes_per_cycle",
@@ -219,6 +275,18 @@ class _Reader:
             raise ConfigError(f"{self.prefix}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """The UTF-8 text of a user's input file; ConfigError names the file when it is unreadable."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: {what} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                          f"offset {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+
+
 def preset_names() -> list[str]:
     """Names of the array presets shipped with hwprune."""
     return sorted(p.name[:-5] for p in resources.files("hwprune.presets").iterdir() if p.name.endswith(".toml"))
@@ -230,14 +298,14 @@ def load_array(name_or_path: str | Path | ArrayConfig) -> ArrayConfig:
         return name_or_path
     text = str(name_or_path)
     if text in preset_names():
-        raw = resources.files("hwprune.presets").joinpath(f"{text}.toml").read_text()
+        raw = resources.files("hwprune.presets").joinpath(f"{text}.toml").read_text(encoding="utf-8")
         source = text
     else:
         path = Path(text)
         if not path.suffix == ".toml" or not path.is_file():
             raise ConfigError(f"unknown array {text!r}: not a preset ({', '.join(preset_names())}) "
                               "nor an existing .toml file")
-        raw, source = path.read_text(), path.name
+        raw, source = read_text(path, "array TOML"), path.name
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:

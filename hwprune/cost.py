@@ -20,7 +20,13 @@ from .ir import LayerSpec
 from .patterns import Dense, SparsityPattern
 from .schedule import Schedule, make_schedule
 
-__all__ = ["Traffic", "LayerCost", "ModelCost", "estimate_layer", "estimate_model", "layer_mask"]
+__all__ = ["Traffic", "LayerCost", "ModelCost", "estimate_layer", "estimate_model", "layer_mask",
+           "utilization"]
+
+
+def utilization(macs_nonzero: float, pes: int, cycles: float) -> float:
+    """Useful (non-zero) MACs per PE-cycle, at most 1: the physical bound over the cycles taken."""
+    return macs_nonzero / (pes * cycles) if cycles else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +97,8 @@ class LayerCost:
 
     @property
     def utilization(self) -> float:
-        """Useful (non-zero) MACs per PE-cycle: bound_cycles / cycles, at most 1."""
-        return self.macs_nonzero / (self.array_pes * self.cycles) if self.cycles else 0.0
+        """Useful (non-zero) MACs per PE-cycle (:func:`utilization`)."""
+        return utilization(self.macs_nonzero, self.array_pes, self.cycles)
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "kind": self.kind, "M": self.M, "K": self.K, "N": self.N,
@@ -126,6 +132,11 @@ class ModelCost:
         for layer in self.layers:
             out = out + layer.bytes
         return out
+
+    @property
+    def utilization(self) -> float:
+        """Useful MACs per PE-cycle over the whole model (:func:`utilization`)."""
+        return utilization(self.total("macs_nonzero"), self.array.rows * self.array.cols, self.cycles)
 
     @property
     def latency_us(self) -> float:
@@ -185,7 +196,7 @@ def _count(spec: LayerSpec, array: ArrayConfig, sched: Schedule, pattern: Sparsi
     window = np.full(sched.k_groups, array.group_size, dtype=np.int64)
     if spec.K % array.group_size:
         window[-1] = spec.K % array.group_size
-    positions = (sched.issued.astype(np.int64) @ window).astype(np.float64)
+    positions = sched.issued_sum(window).astype(np.float64)
     if not sched.exact:
         positions = positions * sched.expected_issue
     act_reads = int(round(positions.sum())) * spec.M
@@ -250,6 +261,7 @@ def estimate_layer(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern
         pattern nor a mask is given and the layer's weights contain zeros, their non-zeros are
         the mask.
     """
+    array.check_accumulator(spec.K, spec.name)
     if mask is None and pattern is None:
         mask = layer_mask(spec)
     pat = pattern if pattern is not None else (spec.sparsity or Dense())

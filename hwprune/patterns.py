@@ -226,8 +226,8 @@ def _parse_nm(spec: str, parts: list[str]) -> SparsityPattern:
 
 
 def _parse_block(spec: str, parts: list[str]) -> SparsityPattern:
-    dims = parts[1].lower().split("x")
-    if len(parts) != 3 or len(dims) != 2:
+    dims = parts[1].lower().split("x") if len(parts) == 3 else []
+    if len(dims) != 2:
         raise ConfigError(f"block pattern must look like block:4x4:0.5, not {spec!r}")
     return Block(_parse_int(dims[0], "block height", spec), _parse_int(dims[1], "block width", spec),
                  _parse_float(parts[2], "density", spec))

@@ -138,9 +138,17 @@ class Schedule:
     def slot_counts(self) -> np.ndarray:
         return group_slot_counts(self.K, self.group_size, self.slots)
 
+    def issued_sum(self, per_group: np.ndarray) -> np.ndarray:
+        """Σ of ``per_group`` (one value per K group) over each weight tile's issued groups,
+        shape (groups, col_tiles).  When every group is issued (no mask, or no group skipping)
+        ``issued`` is a broadcast view and no (groups, col_tiles, k_groups) array is made."""
+        if not any(self.issued.strides):
+            return np.full(self.issued.shape[:2], per_group.sum(), dtype=per_group.dtype)
+        return self.issued.astype(per_group.dtype) @ per_group
+
     def tile_k_prime(self) -> np.ndarray:
         """K′ (issued slots) of every weight tile, shape (groups, col_tiles)."""
-        kp = self.issued.astype(np.int64) @ self.slot_counts()
+        kp = self.issued_sum(self.slot_counts())
         if not self.exact:
             kp = np.rint(kp * self.expected_issue).astype(np.int64)
         return kp
@@ -285,6 +293,8 @@ def make_schedule(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern 
     gs = array.group_size
     kg = math.ceil(spec.K / gs)
     npg = spec.n_per_group
+    _check_size(spec, "K groups", kg)
+    _check_size(spec, "weight tiles", spec.groups * math.ceil(npg / array.cols))
     if mask is not None:
         mask = np.asarray(mask).astype(bool)
         if mask.shape != (spec.N, spec.K):
@@ -308,12 +318,23 @@ def make_schedule(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern 
     expected = 1.0
     if mask is not None and array.group_skipping:
         issued = _issued_from_mask(mask, spec.groups, npg, kept, array.cols, col_tiles, gs, kg)
-    else:
-        issued = np.ones((spec.groups, col_tiles, kg), dtype=bool)
+    else:  # every group issued: a read-only view, whatever the layer's size
+        issued = np.broadcast_to(np.True_, (spec.groups, col_tiles, kg))
         if mask is None:
             expected = _expected_issue(spec, array, pattern, n_out)
     return Schedule(array.rows, array.cols, spec.M, spec.K, n_out, spec.groups, gs, slots,
                     issued, expected, kept, array.fold_overlap)
+
+
+#: Largest per-layer array the schedule makes (K groups; groups × column tiles): work is bounded
+#: before allocating.  Costing is arithmetic in M, so M itself is unbounded.
+MAX_SCHEDULE_ENTRIES = 1 << 26
+
+
+def _check_size(spec: LayerSpec, what: str, count: int) -> None:
+    if count > MAX_SCHEDULE_ENTRIES:
+        raise UnsupportedLayerError(f"{spec.name}: M={spec.M:,} K={spec.K:,} N={spec.N:,} gives "
+                                    f"{count:,} {what}; at most {MAX_SCHEDULE_ENTRIES:,} are supported")
 
 
 def _issued_from_mask(mask: np.ndarray, groups: int, npg: int, kept: np.ndarray | None, cols: int,

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..config import ArrayConfig, load_array
 from ..cost import estimate_layer
-from ..errors import ConfigError, VerificationError
-from ..images import LayerImages, build_images, decode_outputs
+from ..errors import ConfigError, UnsupportedLayerError, VerificationError
+from ..images import LayerImages, build_images, decode_outputs, reference_outputs
 from ..ir import LayerSpec, im2col
 from ..patterns import SparsityPattern, parse_pattern
 
@@ -41,6 +41,9 @@ class SimResult:
     seconds: float
     run_seconds: float
     compile_seconds: float
+    #: outputs whose true sum does not fit the accumulator (two's-complement wrapped; possible
+    #: only on arrays with ``allow_accumulator_wrap``)
+    wrapped: int = 0
 
     @property
     def bit_exact(self) -> bool:
@@ -60,7 +63,8 @@ class SimResult:
                 "slots": self.slots, "folds": self.folds, "cycles": self.cycles,
                 "predicted_cycles": self.predicted_cycles, "cycle_exact": self.cycle_exact,
                 "bit_exact": self.bit_exact, "seconds": self.seconds, "run_seconds": self.run_seconds,
-                "compile_seconds": self.compile_seconds, "cycles_per_second": self.cycles_per_second}
+                "compile_seconds": self.compile_seconds, "cycles_per_second": self.cycles_per_second,
+                "wrapped": self.wrapped}
 
 
 def quantize_int8(weights: np.ndarray, bits: int = 8) -> tuple[np.ndarray, float]:
@@ -80,6 +84,8 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     layer carries none) pruned with ``pattern.mask(|w|)``, and activations of shape (groups, M, K) drawn from
     ``seed`` (for a convolution: a random input feature map lowered by :func:`~hwprune.ir.im2col`)."""
     array = load_array(array)
+    pat = parse_pattern(pattern) if pattern is not None else layer.sparsity
+    _check_operands_fit(layer, pat, array)
     rng = np.random.default_rng(seed)
     wb, ab = array.weight_bits, array.act_bits
     if layer.weight is not None:
@@ -87,7 +93,6 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     else:
         lim = 1 << (wb - 1)
         w = rng.integers(-lim, lim, size=(layer.N, layer.K))
-    pat = parse_pattern(pattern) if pattern is not None else layer.sparsity
     if pat is not None:
         w = np.where(pat.mask(np.abs(w).astype(np.float64) + rng.random(w.shape) * 1e-3), w, 0)
     lim = 1 << (ab - 1)
@@ -98,6 +103,26 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     else:
         acts = rng.integers(-lim, lim, size=(layer.groups, layer.M, layer.K))
     return w.astype(np.int64), acts
+
+
+def _check_operands_fit(layer: LayerSpec, pattern: SparsityPattern | None, array: ArrayConfig) -> None:
+    """UnsupportedLayerError before allocating operands that cannot fit the array's memories.
+
+    Lower bounds, whatever the mask: every activation is stored; random weights (a layer
+    without its own) keep ``density`` of N×K non-zeros and every output channel.  The exact
+    check, word by word, is :func:`~hwprune.images.build_images`'s.
+    """
+    density = pattern.density if pattern is not None else 1.0
+    needs = [("act_sram_kib", layer.groups * layer.M * layer.K * array.act_bits, "activations")]
+    if layer.weight is None:
+        needs += [("weight_sram_kib", density * layer.N * layer.K * array.weight_bits, "weights"),
+                  ("out_sram_kib", layer.M * layer.N * array.acc_bits, "outputs")]
+    for key, bits, what in needs:
+        have = getattr(array, key)
+        if bits > have * 8192:
+            raise UnsupportedLayerError(
+                f"{layer.name}: its {what} need at least {bits / 8192:,.0f} KiB but array "
+                f"{array.name!r} has {key} = {have:g}; use a larger array config or split the layer")
 
 
 def _amaranth_run(images: LayerImages, array: ArrayConfig, *, vcd: str | Path | None,
@@ -188,6 +213,7 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
     if vcd is not None and backend != "amaranth":
         raise ConfigError("VCD traces come from the Amaranth back end: pass backend='amaranth'")
     array = load_array(array)
+    array.check_accumulator(layer.K, layer.name)
     pat = parse_pattern(pattern) if pattern is not None else None
     acts = np.asarray(acts_int8)
     t0 = time.perf_counter()
@@ -210,9 +236,13 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
     if acts.ndim == 2:
         out, ref = out[0], ref[0]
     dtype = np.int32 if array.acc_bits <= 32 else np.int64
+    wrapped = 0
+    if array.accumulator_bits_needed(layer.K) > array.acc_bits:  # allowed to wrap: count it
+        x3 = acts if acts.ndim == 3 else acts[None]
+        wrapped = int((reference_outputs(weights_int8, x3, layer.groups, 64) != images.expected).sum())
     result = SimResult(layer.name, backend, str(pat) if pat is not None else "dense", images.map.slots,
                        images.folds, out.astype(dtype), ref.astype(dtype), cycles, predicted, seconds,
-                       run_s, compile_s)
+                       run_s, compile_s, wrapped)
     if verify:
         if not result.bit_exact:
             where = tuple(int(i) for i in np.argwhere(result.outputs_int32 != result.reference)[0])

@@ -38,7 +38,7 @@ A22M2 = cfg(2, 2, m=2, n=(1, 2))
 A23 = cfg(2, 3)
 A44 = cfg(4, 4)
 A22M8 = cfg(2, 2, m=8, n=(2, 8), kib=2.0)
-A22N16 = cfg(2, 2, acc=16)
+A22N16 = cfg(2, 2, acc=16).replace(allow_accumulator_wrap=True)  # the wrap tests opt in
 DESIGNS = {
     "2x2-1:2": (A22M2, NM(1, 2)),
     "2x2-dense-M2": (A22M2, Dense()),

@@ -1,8 +1,10 @@
 """The ``hwprune`` command line: parse, call the library, render.  Nothing else lives here.
 
 Each sub-command lives in a module of this package exposing ``register(subparsers)``, which adds
-its parser and sets ``func`` to a function ``(args) -> int``.  Library errors
-(:class:`~hwprune.errors.HwPruneError`) become one line on stderr and exit code 2.
+its parser (with a one-line ``help``, which ``hwprune --help`` lists) and sets ``func`` to a
+function ``(args) -> int``.  A new command appends its module name to :data:`COMMANDS`.
+Library errors (:class:`~hwprune.errors.HwPruneError`) and usage errors become one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import sys
 
 from ..errors import HwPruneError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "COMMANDS"]
 
-#: sub-command modules, in the order ``--help`` lists them
-COMMAND_MODULES = ("estimate", "search", "prune", "export", "hw", "report", "demo")
+#: sub-command modules of this package, in the order ``--help`` lists their commands
+COMMANDS = [
+    "estimate",
+    "prune",
+    "hw",        # rtl, sim
+]
 
 
 class _UsageError(HwPruneError):
@@ -31,28 +37,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hwprune`` parser with every command of :data:`COMMANDS` registered."""
     parser = _Parser(
         prog="hwprune",
-        description="Hardware/software co-design of pruned networks for N:M sparse systolic arrays.\n"
-                    "  estimate  cycles, bytes and energy of each layer on an array\n"
-                    "  search    choose a sparsity pattern per layer under a cycle budget\n"
-                    "  prune     prune (and fine-tune) a built-in task or checkpoint\n"
-                    "  rtl, sim  generate the sparse MAC array and simulate it cycle-accurately\n"
-                    "  demo      the whole flow on built-in data",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        description="Hardware/software co-design of pruned networks for N:M sparse systolic arrays.",
+        epilog="`hwprune COMMAND --help` explains a command, with examples.  Bad input exits with "
+               "code 2 and one line on stderr.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for bad input)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -61,11 +59,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(args.func(args) or 0)
     except HwPruneError as exc:
-        print(f"hwprune: error: {exc}", file=sys.stderr)
+        print(f"hwprune: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the library did not wrap (last line of defence)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hwprune: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hwprune: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text else text
 
 
 if __name__ == "__main__":  # pragma: no cover

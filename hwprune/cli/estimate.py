@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "moved and energy on an output-stationary N:M sparse systolic array.",
         epilog="examples:\n"
                "  hwprune estimate resnet18 --array os16x16 --pattern 2:4\n"
-               "  hwprune estimate model.onnx --array my_array.toml --json\n"
-               "  hwprune estimate topology.csv --array os32x32   # SCALE-Sim topology\n"
+               "  hwprune estimate model.onnx --array examples/array.toml --json\n"
+               "  hwprune estimate examples/topology.csv --array os32x32   # SCALE-Sim topology\n"
                "MODEL is a zoo name, an .onnx file, a SCALE-Sim .csv or a checkpoint saved by "
                "`hwprune prune`.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..importers import load_model
 
     array = load_array(args.array)
-    pattern = parse_pattern(args.pattern) if args.pattern else None
+    pattern = parse_pattern(args.pattern) if args.pattern is not None else None
     specs = load_model(args.model)
     cost = estimate_model(specs, array, pattern)
     dense = estimate_model(specs, array, Dense(), masks={}) if pattern is not None or any(
@@ -71,7 +71,7 @@ def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:
                   f"{layer.cycles:,}", f"{layer.utilization:.0%}",
                   f"{(layer.bytes.sram + layer.bytes.dram) / 1024:,.1f}", f"{layer.energy_pj / 1e6:,.2f}")
     traffic = cost.bytes
-    util = cost.total("macs_nonzero") / (cost.array.rows * cost.array.cols * cost.cycles)
+    util = cost.utilization
     t.add_section()
     t.add_row("total", "", "", "", "", f"{cost.cycles:,}", f"{util:.0%}",
               f"{(traffic.sram + traffic.dram) / 1024:,.1f}", f"{cost.total('energy_pj') / 1e6:,.2f}",

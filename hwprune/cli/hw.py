@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import load_array, preset_names
 from ..errors import ConfigError, UnsupportedLayerError
 from ..io import write_text
+from .args import nonnegative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the pattern; activations are random int8.",
         epilog="examples:\n"
                "  hwprune sim --gemm 64,256,64 --array os8x8 --pattern 2:4\n"
-               "  hwprune sim lenet300 --layer fc2 --array os8x8 --pattern 1:4 --json\n"
+               "  hwprune sim lenet300100 --layer fc2 --array os8x8 --pattern 1:4 --json\n"
                "  hwprune sim --gemm 8,16,8 --array os8x8 --backend amaranth --vcd trace.vcd\n"
                "Exit code 1 when a layer is not bit-exact or not cycle-exact.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--pattern", default="2:4", help="N:M pattern or dense (default 2:4)")
     s.add_argument("--backend", choices=("verilator", "amaranth"), default="verilator")
     s.add_argument("--vcd", metavar="FILE", help="VCD trace of one layer (Amaranth back end)")
-    s.add_argument("--seed", type=int, default=0, help="random seed of activations (and --gemm weights)")
+    s.add_argument("--seed", type=nonnegative_int, default=0, help="random seed of activations (and --gemm weights)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=run_sim)
 
@@ -66,9 +67,11 @@ def run_rtl(args: argparse.Namespace) -> int:
 
     if args.ice40 and not args.stats:
         raise ConfigError("--ice40 needs --stats")
+    from ..io import check_output_dir
+
     array = load_array(args.array)
     slots = design_slots(array, args.pattern)
-    out = Path(args.out)
+    out = check_output_dir(args.out, what=f"--out {args.out}:")
     v_path, j_path = out / f"{TOP_NAME}.v", out / f"{TOP_NAME}.json"
     for path in (v_path, j_path):
         if path.exists() and not args.force:
@@ -114,7 +117,9 @@ def _gemm(text: str):
     try:
         m, k, n = (int(x) for x in text.split(","))
     except ValueError:
-        raise ConfigError(f"--gemm takes M,K,N (three integers), not {text!r}") from None
+        raise ConfigError(f"--gemm takes M,K,N (three positive integers), not {text!r}") from None
+    if min(m, k, n) < 1:
+        raise ConfigError(f"--gemm takes M,K,N (three positive integers), not {text!r}")
     return LayerSpec.gemm(f"gemm_{m}x{k}x{n}", m, k, n)
 
 
@@ -124,23 +129,27 @@ def run_sim(args: argparse.Namespace) -> int:
 
     if (args.model is None) == (args.gemm is None):
         raise ConfigError("give a MODEL_OR_CKPT or --gemm M,K,N (one of them)")
-    if args.layer and args.gemm:
+    if args.layer is not None and args.gemm is not None:
         raise ConfigError("--layer selects a layer of a model; it cannot be used with --gemm")
     array = load_array(args.array)
     pattern = parse_pattern(args.pattern)
-    if args.gemm:
+    if args.vcd is not None:
+        _check_vcd(args.vcd, args.backend)
+    if args.gemm is not None:
         layers = [_gemm(args.gemm)]
     else:
         from ..importers import load_model
         layers = load_model(args.model)
-        if args.layer:
+        if args.layer is not None:
             chosen = [layer for layer in layers if layer.name == args.layer]
             if not chosen:
                 raise ConfigError(f"no layer {args.layer!r} in {args.model} (layers: "
                                   f"{', '.join(layer.name for layer in layers)})")
             layers = chosen
-    if args.vcd and len(layers) != 1:
+    if args.vcd is not None and len(layers) != 1:
         raise ConfigError("--vcd traces one layer: add --layer NAME or use --gemm")
+    for layer in layers:  # refuse the whole run before simulating anything
+        array.check_accumulator(layer.K, layer.name)
     rows, ok = [], True
     for layer in layers:
         try:
@@ -161,6 +170,21 @@ def run_sim(args: argparse.Namespace) -> int:
     else:
         _render(rows, title=f"{args.model or args.gemm} on {array.name}, {pattern}, {args.backend}")
     return 0 if ok else 1
+
+
+def _check_vcd(vcd: str, backend: str) -> None:
+    """Refuse a trace that cannot be written before anything is simulated."""
+    from ..io import check_output_dir
+
+    if backend != "amaranth":
+        raise ConfigError("--vcd traces come from the Amaranth back end: add --backend amaranth")
+    path = Path(vcd)
+    if not vcd or path.is_dir():
+        raise ConfigError(f"--vcd needs a file name, not {vcd!r}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"--vcd {vcd}: folder {parent} does not exist")
+    check_output_dir(parent, what=f"--vcd {vcd}:")
 
 
 def _render(rows: list[dict], *, title: str) -> None:
@@ -184,3 +208,6 @@ def _render(rows: list[dict], *, title: str) -> None:
     for r in rows:
         if "skipped" in r:
             console.print(f"skipped {r['skipped']}")
+        elif r.get("wrapped"):
+            console.print(f"{r['layer']}: {r['wrapped']:,} of {r['M'] * r['N']:,} outputs wrapped "
+                          "around the accumulator (allow_accumulator_wrap)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import preset_names
 from ..patterns import PATTERN_SYNTAX
+from .args import density, nonnegative_int, positive_int
 
 CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (Σ|w·∂L/∂w|), "
                  "hessian (OBD ½·h·w², empirical Fisher), activation (Wanda |w|·‖x‖; channels: mean "
@@ -42,14 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", choices=("layer", "global"), default="layer",
                    help="layer: every layer gets the pattern; global: one threshold across layers "
                         "(unstructured only) with a per-layer floor --min-density")
-    p.add_argument("--min-density", type=float, default=0.02, help="global scope: per-layer floor (default 0.02)")
+    p.add_argument("--min-density", type=density, default=0.02, help="global scope: per-layer floor (default 0.02)")
     p.add_argument("--schedule", choices=("oneshot", "iterative", "agp"), default="oneshot",
                    help="oneshot, iterative (STEPS prune→fine-tune rounds) or agp (Zhu & Gupta cubic)")
-    p.add_argument("--steps", type=int, default=None, help="rounds (iterative) or pruning events (agp); default 4")
-    p.add_argument("--finetune-epochs", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None, help="rounds (iterative) or pruning events (agp); default 4")
+    p.add_argument("--finetune-epochs", type=nonnegative_int, default=None,
                    help="total fine-tuning epochs shared by all rounds (default: task epochs / 4)")
-    p.add_argument("--train-epochs", type=int, default=None, help="epochs of the baseline training of a task")
-    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches for taylor/hessian/activation")
+    p.add_argument("--train-epochs", type=positive_int, default=None, help="epochs of the baseline training of a task")
+    p.add_argument("--calib-batches", type=positive_int, default=8, help="calibration batches for taylor/hessian/activation")
     p.add_argument("--shrink", action="store_true",
                    help="physically remove pruned channels (smaller dense layers) before saving")
     p.add_argument("--array", default=None, metavar="PRESET|FILE.toml",
@@ -57,35 +58,55 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default: the plan's array, else os16x16)")
     p.add_argument("--out", required=True, metavar="OUT.pt", help="checkpoint to write")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--seed", type=int, default=0, help="seed of training, calibration and fine-tuning")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of training, calibration and fine-tuning")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table (no progress bars)")
     p.set_defaults(func=run)
+
+
+def validate(args: argparse.Namespace):
+    """Check every cheap argument before minutes of training; return the plan (or None).
+
+    Numeric ranges are checked by the argument types at parse time; this checks the output
+    path, the combinations, and every name (criterion, pattern, plan, array) against its registry.
+    """
+    from ..config import load_array
+    from ..errors import ConfigError
+    from ..io import check_writable
+    from ..patterns import parse_pattern
+    from ..prune import load_plan
+    from ..prune.criteria import get_criterion
+    from ..prune.schedules import check_schedule
+
+    check_writable(args.out, force=args.force)
+    if (args.pattern is None) == (args.plan is None):
+        raise ConfigError("give exactly one of --pattern and --plan")
+    plan = load_plan(args.plan) if args.plan is not None else None
+    get_criterion(args.criterion)
+    if args.pattern is not None:
+        parse_pattern(args.pattern)
+    if args.schedule == "oneshot" and args.steps not in (None, 1):
+        raise ConfigError(f"--steps {args.steps}: the oneshot schedule prunes once; use "
+                          "--schedule iterative or agp for several steps")
+    check_schedule(args.schedule, args.steps if args.steps is not None else (1 if args.schedule == "oneshot" else 4))
+    if args.array is not None:
+        load_array(args.array)
+    if plan is not None:
+        try:
+            load_array(plan.array)
+        except ConfigError as exc:
+            raise ConfigError(f"plan {args.plan}: {exc}") from None
+    return plan
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..errors import ConfigError
-    from ..io import check_writable
     from ..metrics import compare
-    from ..config import load_array
-    from ..patterns import parse_pattern
-    from ..prune import load_plan, prunable_layers, prune_model, shrink_channels
-    from ..prune.criteria import get_criterion
-    from ..prune.schedules import check_schedule
+    from ..prune import prunable_layers, prune_model, shrink_channels
     from ..tasks import load_task
     from ..train import clone_model, evaluate, train_task
 
-    check_writable(args.out, force=args.force)  # fail before minutes of training
-    if (args.pattern is None) == (args.plan is None):
-        raise ConfigError("give exactly one of --pattern and --plan")
-    plan = load_plan(args.plan) if args.plan else None
-    # validate every cheap argument before minutes of training
-    get_criterion(args.criterion)
-    if args.pattern is not None:
-        parse_pattern(args.pattern)
-    check_schedule(args.schedule, args.steps if args.steps is not None else (1 if args.schedule == "oneshot" else 4))
-    if args.array is not None:
-        load_array(args.array)
+    plan = validate(args)
     array = args.array or (plan.array if plan else "os16x16")
     progress = not args.json
 

@@ -33,19 +33,26 @@ def load_model(text: str | os.PathLike) -> list[LayerSpec]:
     ------
     ConfigError
         If ``text`` is neither a zoo name nor a path with an accepted suffix (the message lists
-        both), or the file is missing or malformed.
+        both), the file is missing or malformed, or the model has no GEMM-shaped layer.
     UnsupportedLayerError
         If the model contains operators hwprune cannot map.
     ExportError
         If a ``.pt`` file is not a readable hwprune checkpoint (see
         :func:`hwprune.checkpoint.load_checkpoint`).
     """
-    from .. import zoo
-
     raw = os.fspath(text) if isinstance(text, os.PathLike) else text
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError(f"a model must be a zoo name or a file path, not {text!r}")
     raw = raw.strip()
+    specs = _load(raw)
+    if not specs:
+        raise ConfigError(f"{raw}: no GEMM-shaped layers (Conv, Gemm, MatMul, Linear) to map")
+    return specs
+
+
+def _load(raw: str) -> list[LayerSpec]:
+    from .. import zoo
+
     if raw in zoo.names():
         return zoo.layers(raw)
     suffix = Path(raw).suffix.lower()

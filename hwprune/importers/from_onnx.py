@@ -1,7 +1,8 @@
 """Import an ONNX model's Conv, Gemm and MatMul nodes as layers.
 
 Shapes come from ``onnx.shape_inference.infer_shapes``; a symbolic leading (batch) dimension of
-a graph input is fixed to ``batch`` first.  Weights are initializers, ``Constant`` outputs, or
+a graph input is fixed to ``batch`` first (not a Conv's weight: its leading dimension is the
+output channels).  Weights are initializers, ``Constant`` outputs, or
 such a constant reached through ``Identity``, ``Cast``, ``Transpose`` and QDQ chains
 (``DequantizeLinear`` of an int8/uint8 initializer is dequantized; ``QuantizeLinear`` of a float
 initializer is quantized then dequantized), so the N×K weight is the value the model computes with.
@@ -125,6 +126,8 @@ def _fix_batch(proto: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, not {batch!r}")
     inits = {t.name for t in proto.graph.initializer}
+    # a Conv's weight leads with its output channels, never a batch: leave it unknown (refused)
+    inits |= {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and len(n.input) > 1}
     needs = [vi for vi in proto.graph.input if vi.name not in inits
              and vi.type.tensor_type.shape.dim and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")]
     if not needs:

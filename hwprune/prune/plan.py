@@ -80,11 +80,10 @@ def plan_from_dict(data: object, *, source: str = "plan") -> PruningPlan:
 
 def load_plan(path: str | os.PathLike) -> PruningPlan:
     """Read and validate a plan file (ConfigError names the path and the problem)."""
+    from ..config import read_text
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read plan {p}: {exc.strerror or exc}") from None
+    text = read_text(p, "plan")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
