@@ -22,6 +22,8 @@ COMMANDS = [
     "estimate",
     "prune",
     "hw",        # rtl, sim
+    "report",
+    "demo",
 ]
 
 
