@@ -40,8 +40,14 @@ def test_summary_has_every_stage_timed_and_exact(demo_dir):
     assert 0.5 < s["accuracy"]["fp32"] <= 1 and 0.5 < s["accuracy"]["pruned"] <= 1
     sim = s["simulation"]
     ran = [r for r in sim["layers"] if "skipped" not in r]
-    assert ran and sim["all_bit_exact"] and sim["all_cycle_exact"]
-    assert all(r["cycles"] == r["predicted_cycles"] for r in ran)
+    assert ran and sim["all_bit_exact"] and sim["all_cycle_exact"] and sim["logits_bit_exact"]
+    assert all(r["cycles"] == r["predicted_cycles"] and r["chunks"] >= 1 for r in ran)
+    # every conv/linear layer of the int8 model, over the requested test images
+    assert [r["layer"] for r in ran] == ["conv1", "conv2", "fc1", "fc2"] and sim["images"] == 32
+    assert ran[0]["M"] == 32 * 8 * 8 and ran[-1]["M"] == 32
+    # the hardware's accuracy comes from simulated logits and equals the integer reference's
+    assert s["accuracy"]["rtl"] == s["accuracy"]["int8_on_simulated_images"]
+    assert 0.5 < s["accuracy"]["int8"] <= 1
 
 
 def test_masks_in_summary_match_the_plan(demo_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Self
 
 from ..config import preset_names
 
@@ -22,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune demo\n"
                "  hwprune demo --out run1 --array os16x16 --budget 0.4 --force\n"
                "  hwprune demo --out quick --epochs 4 --images 64 --no-stats --json\n"
-               "A stage whose library piece is not available says so in its status line.",
+               "A stage whose library piece is not available says so in its status line. Exit code "
+               "1 when a check fails (the simulated RTL disagrees with the integer reference or "
+               "the cost model); the summary and report are still written.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="hwprune_demo", metavar="DIR", help="output directory (default: hwprune_demo)")
     p.add_argument("--array", default="os8x8", metavar="PRESET|FILE.toml",
@@ -52,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     with _RichEvents(console) as events:
         summary = run_demo(options, events)
+    failed = any(s["status"] == "failed" for s in summary["stages"])
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
-    _render(summary, Path(args.out))
-    return 0
+    else:
+        _render(summary, Path(args.out))
+    return 1 if failed else 0
 
 
 class _RichEvents:
@@ -75,7 +79,7 @@ class _RichEvents:
                                  TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console)
         self.task = None
 
-    def __enter__(self) -> _RichEvents:
+    def __enter__(self) -> Self:
         self.progress.__enter__()
         return self
 

@@ -111,6 +111,11 @@ def _section(title: str, body: str, anchor: str) -> str:
     return f'<section id="{anchor}"><h2>{_e(title)}</h2>{body}</section>'
 
 
+#: accuracy keys of the summary, in pipeline order, with their labels
+_ACC_LABELS = {"fp32": "fp32", "pruned": "pruned fp32", "int8": "int8 reference", "ort_qdq": "ORT QDQ",
+               "rtl": "simulated RTL"}
+
+
 def _headline(s: Mapping[str, Any]) -> str:
     rows = [[label, _e(value)] for label, value in headline_rows(s)]
     return _table(["figure", "value"], rows, raw=True)
@@ -124,10 +129,15 @@ def headline_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     sim = s.get("simulation") or {}
     cells = [d["stats"]["array"]["cells"] + d["stats"]["controller"]["cells"]
              for d in (s.get("rtl") or {}).get("designs", []) if d.get("stats")]
-    rows = [(f"{k} accuracy", _pct(acc.get(k))) for k in ("fp32", "pruned", "int8", "ort_qdq", "rtl")]
+    rows = [(f"{label} accuracy", _pct(acc.get(k))) for k, label in _ACC_LABELS.items() if k != "rtl"]
+    if acc.get("rtl") is not None:
+        rows.append(("simulated-RTL accuracy", (f"{acc['rtl']:.2%} on {sim.get('images')} images "
+                     f"(int8 reference on them: {acc.get('int8_on_simulated_images', 0):.2%})")))
+    else:
+        rows.append(("simulated-RTL accuracy", "n/a"))
     rows += [
-        ("cycles dense → plan", f"{dense['cycles']:,} → {plan['cycles']:,} "
-                                f"({dense['cycles'] / max(1, plan['cycles']):.2f}×)"),
+        ("cycles dense → plan", (f"{dense['cycles']:,} → {plan['cycles']:,} "
+                                 f"({dense['cycles'] / max(1, plan['cycles']):.2f}×)")),
         ("energy dense → plan (nJ)", f"{dense['energy_pj'] / 1e3:,.1f} → {plan['energy_pj'] / 1e3:,.1f}"),
         ("weight bytes dense → plan", f"{_num(wb.get('dense'))} → {_num(wb.get('plan'))}"),
         ("RTL cells (yosys, per design)", ", ".join(f"{c:,}" for c in cells) or "n/a"),
@@ -161,8 +171,8 @@ def _array(s: Mapping[str, Any]) -> str:
             ["N:M", f"M = {sp['m']}, N ∈ {sp['n']}, group skipping {'on' if sp['group_skipping'] else 'off'}"],
             ["fold overlap", "on" if a.get("fold_overlap") else "off"],
             ["bits (weight / act / acc)", f"{bits['weight']} / {bits['activation']} / {bits['accumulator']}"],
-            ["SRAM (weight / act / out)", f"{mem['weight_sram_kib']:g} / {mem['act_sram_kib']:g} / "
-                                          f"{mem['out_sram_kib']:g} KiB"],
+            ["SRAM (weight / act / out)", (f"{mem['weight_sram_kib']:g} / {mem['act_sram_kib']:g} / "
+                                           f"{mem['out_sram_kib']:g} KiB")],
             ["bandwidth (SRAM / DRAM)", f"{mem['sram_bytes_per_cycle']:g} / {mem['dram_bytes_per_cycle']:g} B/cycle"]]
     designs = (s.get("rtl") or {}).get("designs", [])
     slots = max((d["slots"] for d in designs), default=sp["m"])
@@ -211,11 +221,12 @@ def _masks(s: Mapping[str, Any]) -> str:
 
 def _accuracy(s: Mapping[str, Any]) -> str:
     acc = s["accuracy"]
-    labels = {"fp32": "fp32", "pruned": "pruned fp32", "int8": "int8 reference", "ort_qdq": "ORT QDQ",
-              "rtl": "simulated RTL"}
-    stages = [(labels[k], acc.get(k)) for k in labels]
-    n = acc.get("test_images")
-    note = f'<p class="note">on {n} digits test images</p>' if n else ""
+    stages = [(label, acc.get(k)) for k, label in _ACC_LABELS.items()]
+    n, sim = acc.get("test_images"), s.get("simulation") or {}
+    note = f'<p class="note">on {n} digits test images'
+    if acc.get("rtl") is not None and sim.get("images") != n:
+        note += f'; simulated RTL on the first {sim.get("images")} of them'
+    note += "</p>"
     return note + _img(plots.accuracy_by_stage(stages), "accuracy by stage")
 
 
