@@ -231,3 +231,21 @@ def test_calibration_and_evaluation_through_a_user_workload(models):
     assert q_user.input_scale == q_ref.input_scale
     assert [lq.output_scale for lq in q_user.layers] == [lq.output_scale for lq in q_ref.layers]
     assert evaluate_int(q_user, data, "test") == evaluate_int(q_ref, task, "test")
+
+
+def test_near_dead_channel_gets_a_representable_multiplier_and_bias():
+    """A channel whose weights are ~1e-12 (not exactly zero) would need a multiplier below 2^-31:
+    its scale is floored, its weights round to zero and its bias survives."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight[1] = 1e-12
+        model[0].bias[1] = 0.5
+    x = torch.randn(64, 4)
+    q = quantize(model, x, calib=64, calibration="minmax")
+    first = q.layers[0]
+    assert not first.weight[1].any() and first.multiplier[1] >= 1 << 30
+    assert abs(first.bias[1] * first.accumulator_scale[1] - 0.5) < 1e-3
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(q.logits(x) - ref).max() < 0.05 * np.abs(ref).max()

@@ -423,14 +423,27 @@ def quantize_steps(steps: tuple, x: torch.Tensor, *, calibration: Calibration,
     return QuantModel(tuple(out_steps), s_in0, tuple(x.shape[1:]), wb, ab, accb, calibration, int(x.shape[0]))
 
 
+#: the smallest requantization multiplier a channel gets (2^-24: far below one output step)
+_MIN_MULTIPLIER = 2.0 ** -24
+
+
 def _quant_layer(g: Gemm, s_in: float, s_out: float | None, relu: bool, in_shape: tuple[int, ...],
                  wb: int, accb: int, pattern: SparsityPattern | None, group_size: int) -> QuantLayer:
     w_int, s_w = quantize_weights(g.matrix(), wb)
     # an all-zero channel outputs its bias alone: give it the scale that makes the multiplier 1
     empty = s_w == 0
     s_w = np.where(empty, (s_out if s_out is not None else 2.0 ** -16) / s_in, s_w)
-    acc_scale = s_in * s_w
+    # a near-dead channel (|w| ≪ everything else) would need a multiplier below 2^-31 and a bias
+    # beyond int32: floor its scale (its tiny weights then round to zero, as they contribute nothing)
     lim = (1 << (accb - 1)) - 1
+    floor = np.abs(g.bias) / (s_in * (lim >> 1))
+    if s_out is not None:
+        floor = np.maximum(floor, _MIN_MULTIPLIER * s_out / s_in)
+    if np.any(s_w < floor):
+        s_w = np.maximum(s_w, floor)
+        qmax = (1 << (wb - 1)) - 1
+        w_int = np.clip(np.rint(g.matrix() / s_w[:, None]), -qmax, qmax).astype(np.int64)
+    acc_scale = s_in * s_w
     bias = np.clip(np.rint(g.bias / acc_scale), -lim, lim).astype(np.int64)
     if s_out is not None:
         qe = [quantize_multiplier(float(m)) for m in acc_scale / s_out]
