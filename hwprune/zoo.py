@@ -261,7 +261,7 @@ def layers(name: str) -> list[LayerSpec]:
     return list(_layers(_check(name)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layers(name: str) -> tuple[LayerSpec, ...]:
     from .importers.from_torch import from_torch
 

@@ -21,6 +21,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS = [
     "estimate",
     "prune",
+    "export",
     "hw",        # rtl, sim
     "report",
     "demo",
