@@ -22,30 +22,44 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune estimate resnet18 --array os16x16 --pattern 2:4\n"
                "  hwprune estimate model.onnx --array examples/array.toml --json\n"
                "  hwprune estimate examples/topology.csv --array os32x32   # SCALE-Sim topology\n"
+               "  hwprune estimate digits_cnn --plan plan.json    # a plan from hwprune search\n"
                "MODEL is a zoo name, an .onnx file, a SCALE-Sim .csv or a checkpoint saved by "
                "`hwprune prune`.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="zoo name, .onnx, SCALE-Sim .csv, or hwprune .pt checkpoint")
-    p.add_argument("--array", default="os16x16", metavar="PRESET|FILE.toml",
-                   help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: os16x16)")
+    p.add_argument("--array", default=None, metavar="PRESET|FILE.toml",
+                   help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: the "
+                        "plan's array, else os16x16)")
     p.add_argument("--pattern", default=None, help=PATTERN_HELP)
+    p.add_argument("--plan", default=None, metavar="PLAN.json",
+                   help="cost a per-layer plan (hwprune search writes one) without pruning: the "
+                        "cycles the search predicted")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..importers import load_model
+    from ..prune.plan import load_plan
+    from ..search.costs import plan_cost
 
-    array = load_array(args.array)
+    if args.plan is not None and args.pattern is not None:
+        raise ConfigError("give at most one of --pattern and --plan")
+    plan = load_plan(args.plan) if args.plan is not None else None
+    array = load_array(args.array or (plan.array if plan else "os16x16"))
     pattern = parse_pattern(args.pattern) if args.pattern is not None else None
     specs = load_model(args.model)
-    cost = estimate_model(specs, array, pattern)
-    dense = estimate_model(specs, array, Dense(), masks={}) if pattern is not None or any(
+    cost = plan_cost(specs, plan, array) if plan else estimate_model(specs, array, pattern)
+    dense = estimate_model(specs, array, Dense(), masks={}) if pattern is not None or plan or any(
         layer.pattern != "dense" for layer in cost.layers) else cost
     if args.json:
         out = cost.to_dict()
         out["model"] = args.model
         out["total"]["speedup_vs_dense"] = dense.cycles / cost.cycles
+        if plan is not None:
+            out["plan"] = args.plan
+            out["total"]["plan_predicted_cycles"] = (plan.search or {}).get("predicted", {}).get("cycles")
         print(json.dumps(out, indent=2))
     else:
         render(cost, dense, title=f"{args.model} on {array.name}")

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="TASK_OR_CKPT",
                    help="built-in task (trained first, seeded) or a checkpoint saved by hwprune prune")
-    p.add_argument("--criterion", default="l1", metavar="NAME", help=CRITERIA_HELP + f"; known: {', '.join(criterion_names())}")
+    p.add_argument("--criterion", default=None, metavar="NAME", help=CRITERIA_HELP + f"; known: {', '.join(criterion_names())}"
+                   "; with --plan, default: the criterion the plan was searched with (its masks)")
     p.add_argument("--pattern", default=None, help=PATTERN_HELP)
     p.add_argument("--plan", default=None, metavar="PLAN.json",
                    help='per-layer patterns: {"array": "os16x16", "layers": {"conv1": "2:4", ...}}; '
@@ -50,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-epochs", type=nonnegative_int, default=None,
                    help="total fine-tuning epochs shared by all rounds (default: task epochs / 4)")
     p.add_argument("--train-epochs", type=positive_int, default=None, help="epochs of the baseline training of a task")
-    p.add_argument("--calib-batches", type=positive_int, default=8, help="calibration batches for taylor/hessian/activation")
+    p.add_argument("--calib-batches", type=positive_int, default=None,
+                   help="calibration batches for taylor/hessian/activation (default 8, or the plan's)")
     p.add_argument("--shrink", action="store_true",
                    help="physically remove pruned channels (smaller dense layers) before saving")
     p.add_argument("--array", default=None, metavar="PRESET|FILE.toml",
@@ -81,6 +83,10 @@ def validate(args: argparse.Namespace):
     if (args.pattern is None) == (args.plan is None):
         raise ConfigError("give exactly one of --pattern and --plan")
     plan = load_plan(args.plan) if args.plan is not None else None
+    # a searched plan's masks (and so its predicted cycles) come from its criterion and calibration
+    args.criterion = args.criterion or (plan.criterion if plan else None) or "l1"
+    if args.calib_batches is None:
+        args.calib_batches = int(((plan.search or {}) if plan else {}).get("calib_batches", 8))
     get_criterion(args.criterion)
     if args.pattern is not None:
         parse_pattern(args.pattern)

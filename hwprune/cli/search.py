@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from ..config import preset_names
@@ -156,7 +157,7 @@ def render(result, *, source: str, out: str, pareto_png: str | None) -> None:
         acc = table.accuracy[i, j]
         t.add_row(name, str(table.candidates[j]), f"{ref.cycles:,}", f"{c.cycles:,}", f"{c.energy_pj / 1e6:,.3f}",
                   f"{c.weight_bytes / 1024:,.2f}", f"{table.loss[i, j]:+.4f}",
-                  "—" if acc != acc else f"{acc * 100:+.2f} pt")
+                  "—" if math.isnan(acc) else f"{acc * 100:+.2f} pt")
     if table.fixed.cycles:
         t.add_row("(not prunable)", "—", f"{table.fixed.cycles:,}", f"{table.fixed.cycles:,}",
                   f"{table.fixed.energy_pj / 1e6:,.3f}", "", "", "")

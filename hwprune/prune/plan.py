@@ -50,8 +50,15 @@ from ..errors import ConfigError
 from ..io import write_text
 from ..patterns import SparsityPattern, parse_pattern
 
-__all__ = ["PruningPlan", "LayerPrediction", "load_plan", "save_plan", "plan_from_dict", "pack_mask",
-           "unpack_mask"]
+__all__ = [
+    "LayerPrediction",
+    "PruningPlan",
+    "load_plan",
+    "pack_mask",
+    "plan_from_dict",
+    "save_plan",
+    "unpack_mask",
+]
 
 _TOP_KEYS = ("array", "layers", "criterion", "model_hash", "budget", "search")
 _LAYER_KEYS = ("pattern", "cycles", "energy_pj", "weight_bytes", "sensitivity", "mask")

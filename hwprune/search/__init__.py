@@ -24,18 +24,60 @@ from .api import SearchResult, as_budget, make_plan, search
 from .candidates import CANDIDATES_SYNTAX, default_candidates, parse_candidates
 from .costs import COST_KEYS, Cost, candidate_cost, plan_cost, weight_bytes
 from .plot import plot_pareto
-from .sensitivity import SENSITIVITY_METHODS, Sensitivity, SensitivityCache, model_hash, task_fingerprint
-from .solve import (METHODS, Budget, ParetoFront, ParetoPoint, Selection, minimum_cost, pareto, select,
-                    solve_exact, solve_greedy, uniform_selection)
+from .sensitivity import (
+                    SENSITIVITY_METHODS,
+                    Sensitivity,
+                    SensitivityCache,
+                    model_hash,
+                    task_fingerprint,
+)
+from .solve import (
+                    METHODS,
+                    Budget,
+                    ParetoFront,
+                    ParetoPoint,
+                    Selection,
+                    minimum_cost,
+                    pareto,
+                    select,
+                    solve_exact,
+                    solve_greedy,
+                    uniform_selection,
+)
 from .table import OBJECTIVES, SearchTable, TableMeta, build_table
 
 __all__ = [
-    "SearchResult", "as_budget", "make_plan", "search",
-    "CANDIDATES_SYNTAX", "default_candidates", "parse_candidates",
-    "COST_KEYS", "Cost", "candidate_cost", "plan_cost", "weight_bytes",
-    "plot_pareto",
-    "SENSITIVITY_METHODS", "Sensitivity", "SensitivityCache", "model_hash", "task_fingerprint",
-    "METHODS", "Budget", "ParetoFront", "ParetoPoint", "Selection", "minimum_cost", "pareto", "select",
-    "solve_exact", "solve_greedy", "uniform_selection",
-    "OBJECTIVES", "SearchTable", "TableMeta", "build_table",
+                    "CANDIDATES_SYNTAX",
+                    "COST_KEYS",
+                    "METHODS",
+                    "OBJECTIVES",
+                    "SENSITIVITY_METHODS",
+                    "Budget",
+                    "Cost",
+                    "ParetoFront",
+                    "ParetoPoint",
+                    "SearchResult",
+                    "SearchTable",
+                    "Selection",
+                    "Sensitivity",
+                    "SensitivityCache",
+                    "TableMeta",
+                    "as_budget",
+                    "build_table",
+                    "candidate_cost",
+                    "default_candidates",
+                    "make_plan",
+                    "minimum_cost",
+                    "model_hash",
+                    "pareto",
+                    "parse_candidates",
+                    "plan_cost",
+                    "plot_pareto",
+                    "search",
+                    "select",
+                    "solve_exact",
+                    "solve_greedy",
+                    "task_fingerprint",
+                    "uniform_selection",
+                    "weight_bytes",
 ]

@@ -13,21 +13,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ..config import ArrayConfig
 from ..errors import ConfigError
 from ..patterns import SparsityPattern
 from ..prune.plan import LayerPrediction, PruningPlan
-from ..tasks import Task
+from ..workload import WorkloadLike
 from .costs import COST_KEYS
 from .solve import METHODS, Budget, ParetoFront, Selection, check_budget, pareto, select
 from .table import OBJECTIVES, SearchTable, build_table
 
-__all__ = ["SearchResult", "search", "make_plan", "as_budget"]
+__all__ = ["SearchResult", "as_budget", "make_plan", "search"]
 
 
-def as_budget(budget: Budget | float | int) -> Budget:
+def as_budget(budget: Budget | float) -> Budget:
     """A :class:`Budget`; a bare number in (0, 1] is a fraction of the dense cycles."""
     if isinstance(budget, Budget):
         return budget
@@ -45,7 +46,7 @@ def make_plan(table: SearchTable, selection: Selection, budget: Budget | None = 
         c = selection.layer_costs[i]
         acc = table.accuracy[i, j]
         predicted[name] = LayerPrediction(c.cycles, c.energy_pj, c.weight_bytes, float(table.loss[i, j]),
-                                          None if acc != acc else float(acc))
+                                          None if np.isnan(acc) else float(acc))
         if (name, j) in table.masks:
             masks[name] = table.masks[(name, j)]
     meta = table.meta
@@ -88,7 +89,7 @@ class SearchResult:
         return SearchResult(self.table, sel, make_plan(self.table, sel, b), b)
 
 
-def search(model: nn.Module, task: Task, array: str | ArrayConfig = "os16x16",
+def search(model: nn.Module, data: WorkloadLike | str, array: str | ArrayConfig = "os16x16",
            budget: Budget | float = 0.5, *, criterion: str = "l1",
            candidates: str | Sequence[SparsityPattern | str] | None = None, sensitivity: str = "measured",
            objective: str = "loss", method: str = "exact", seed: int = 0, calib_batches: int = 8,
@@ -100,8 +101,9 @@ def search(model: nn.Module, task: Task, array: str | ArrayConfig = "os16x16",
     ----------
     model : nn.Module
         Trained model of ``task`` (left unchanged).
-    task : Task
-        Calibration and validation data.
+    data : WorkloadLike or str
+        A built-in task (or its name) or a :class:`~hwprune.workload.Workload` of the user's
+        DataLoaders: calibration batches and the validation split.
     array : str or ArrayConfig
         Preset name or TOML path.
     budget : Budget or float
@@ -127,7 +129,7 @@ def search(model: nn.Module, task: Task, array: str | ArrayConfig = "os16x16",
         raise ConfigError(f"unknown selection method {method!r}; expected {', '.join(METHODS)}")
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {objective!r}; expected {', '.join(OBJECTIVES)}")
-    table = build_table(model, task, array, criterion=criterion, candidates=candidates, sensitivity=sensitivity,
+    table = build_table(model, data, array, criterion=criterion, candidates=candidates, sensitivity=sensitivity,
                         seed=seed, calib_batches=calib_batches, cache_dir=cache_dir, use_cache=use_cache,
                         progress=progress, check=lambda costs: check_budget(costs, b))
     sel = select(table, b, method=method, objective=objective)

@@ -24,9 +24,18 @@ from __future__ import annotations
 
 from ..config import ArrayConfig
 from ..errors import ConfigError
-from ..patterns import NM, PATTERN_SYNTAX, Block, Channel, Dense, SparsityPattern, Unstructured, parse_pattern
+from ..patterns import (
+    NM,
+    PATTERN_SYNTAX,
+    Block,
+    Channel,
+    Dense,
+    SparsityPattern,
+    Unstructured,
+    parse_pattern,
+)
 
-__all__ = ["default_candidates", "parse_candidates", "CANDIDATES_SYNTAX"]
+__all__ = ["CANDIDATES_SYNTAX", "default_candidates", "parse_candidates"]
 
 #: keep ratios of the default channel candidates
 CHANNEL_KEEPS = (0.75, 0.5, 0.25)
@@ -54,10 +63,10 @@ def default_candidates(array: ArrayConfig) -> tuple[SparsityPattern, ...]:
     """The default candidate set of ``array`` (see the module docstring), in a stable order."""
     m = array.group_size
     native = [NM(n, m) for n in sorted(array.slot_options, reverse=True) if n < m]
-    return tuple([Dense(), *native, _below(array),
-                  *(Channel(k) for k in CHANNEL_KEEPS),
-                  *(Block(array.cols, m, d) for d in BLOCK_DENSITIES),
-                  *(Unstructured(d) for d in UNSTRUCTURED_DENSITIES)])
+    return (Dense(), *native, _below(array),
+            *(Channel(k) for k in CHANNEL_KEEPS),
+            *(Block(array.cols, m, d) for d in BLOCK_DENSITIES),
+            *(Unstructured(d) for d in UNSTRUCTURED_DENSITIES))
 
 
 _KINDS = {"dense": Dense, "nm": NM, "channel": Channel, "block": Block, "unstructured": Unstructured}

@@ -20,7 +20,7 @@ cycle on any model with the same layer shapes, without pruning anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +31,15 @@ from ..errors import ConfigError
 from ..ir import LayerSpec
 from ..patterns import NM, SparsityPattern
 
-__all__ = ["Cost", "COST_KEYS", "weight_bytes", "candidate_cost", "pattern_only_cost", "specs_by_layer",
-           "plan_cost"]
+__all__ = [
+    "COST_KEYS",
+    "Cost",
+    "candidate_cost",
+    "pattern_only_cost",
+    "plan_cost",
+    "specs_by_layer",
+    "weight_bytes",
+]
 
 #: the budgeted resources, in the order tables and constraint rows list them
 COST_KEYS = ("cycles", "energy_pj", "weight_bytes")

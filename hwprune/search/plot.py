@@ -31,8 +31,8 @@ def plot_pareto(front: ParetoFront, path: str | os.PathLike, *, title: str | Non
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (_, ylabel, y) in zip(axes, panels):
         for series, style, label in (
-                (front.exact, dict(color="C0", marker="o", lw=2), "exact (MILP)"),
-                (front.greedy, dict(color="C1", marker="s", ms=4, lw=1.2, ls="--"), "greedy (NetAdapt-style)")):
+                (front.exact, {"color": "C0", "marker": "o", "lw": 2}, "exact (MILP)"),
+                (front.greedy, {"color": "C1", "marker": "s", "ms": 4, "lw": 1.2, "ls": "--"}, "greedy (NetAdapt-style)")):
             pts: list[ParetoPoint] = sorted(series, key=lambda p: p.cycles)
             # a step: with c cycles to spend, the best plan is the last one at or below c
             ax.step([p.cycles for p in pts], [y(p) for p in pts], where="post", label=label, **style)

@@ -2,8 +2,10 @@
 
 *Measured* sensitivity (the default) prunes **only** that layer to that candidate's mask —
 one shot, no fine-tuning, exactly the mask ``hwprune prune --plan`` would apply — and records
-the change of the validation loss (mean cross-entropy, nats) and of the validation accuracy
-against the unpruned model.  A channel candidate also zeroes the removed channels' bias and
+the change of the validation loss (the workload's loss: mean cross-entropy, nats, for the
+built-in tasks) and of its metric (top-1 accuracy unless the workload says otherwise) against
+the unpruned model.  Any :class:`~hwprune.workload.WorkloadLike` works: a built-in task or a
+user's DataLoaders.  A channel candidate also zeroes the removed channels' bias and
 the batch-norm that reads them, as pruning does, so a removed channel outputs exactly zero.
 
 The *fisher* proxy needs no forward pass beyond the calibration batches: by optimal brain
@@ -14,7 +16,7 @@ predicts no accuracy change (None) and ignores biases and batch-norms.
 
 Measured results are cached on disk, one small JSON file per (layer, candidate), named by a
 hash of everything that determines the number: the model's weights (:func:`model_hash`), the
-task's data (:func:`task_fingerprint`), the criterion, its calibration (seed, batches), the
+data (:func:`task_fingerprint`), the criterion, its calibration (seed, batches), the
 layer and the candidate.  An interrupted search therefore resumes where it stopped, and a
 second search of the same model (another budget, another array) measures nothing again.
 """
@@ -32,14 +34,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from ..errors import ConfigError
 from ..io import write_text
-from ..tasks import Task
-from ..train import forward_batch, refresh_pruned
+from ..train import refresh_pruned
+from ..workload import WorkloadLike
 
-__all__ = ["Sensitivity", "SENSITIVITY_METHODS", "model_hash", "task_fingerprint", "cache_root",
-           "SensitivityCache", "val_metrics", "measure_layer", "fisher_layer"]
+__all__ = [
+    "SENSITIVITY_METHODS",
+    "Sensitivity",
+    "SensitivityCache",
+    "cache_root",
+    "fisher_layer",
+    "measure_layer",
+    "model_hash",
+    "task_fingerprint",
+    "val_metrics",
+]
 
 #: how sensitivity is obtained: one-shot measurement, or the second-order proxy
 SENSITIVITY_METHODS = ("measured", "fisher")
@@ -58,7 +69,7 @@ class Sensitivity:
         return {"loss": self.loss, "accuracy": self.accuracy}
 
 
-def _hash_tensors(h: "hashlib._Hash", items: Iterator[tuple[str, torch.Tensor]]) -> None:
+def _hash_tensors(h: hashlib._Hash, items: Iterator[tuple[str, torch.Tensor]]) -> None:
     for name, t in items:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -72,16 +83,21 @@ def model_hash(model: nn.Module) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def task_fingerprint(task: Task) -> str:
-    """The task's name and a hash of its train and validation data (what sensitivity reads)."""
-    h = hashlib.sha256(task.name.encode())
-    for split in ("train", "val"):
-        s = task.split(split)
-        _hash_tensors(h, ((f"{split}.in{i}", t) for i, t in enumerate(s.inputs)))
-        _hash_tensors(h, iter([(f"{split}.targets", s.targets)]))
-        if s.index is not None:
-            _hash_tensors(h, iter([(f"{split}.index", s.index)]))
-    return f"{task.name}:{h.hexdigest()[:32]}"
+def task_fingerprint(data: WorkloadLike, *, calib_batches: int = 8, seed: int = 0) -> str:
+    """The workload's name and a hash of the data sensitivity reads: the calibration batches
+    (``calib_batches``, ``seed``) and every validation batch."""
+    h = hashlib.sha256(data.name.encode())
+    for split, batches in (("calib", data.calibration_batches(calib_batches, seed=seed)),
+                           ("val", data.eval_batches("val"))):
+        for b, batch in enumerate(batches):
+            _hash_tensors(h, ((f"{split}{b}.in{i}", t) for i, t in enumerate(batch.inputs)
+                              if isinstance(t, torch.Tensor)))
+            _hash_tensors(h, ((f"{split}{b}.{k}", v) for k, v in sorted((batch.kwargs or {}).items())
+                              if isinstance(v, torch.Tensor)))
+            _hash_tensors(h, iter([(f"{split}{b}.targets", batch.targets)]))
+            if batch.index is not None:
+                _hash_tensors(h, iter([(f"{split}{b}.index", batch.index)]))
+    return f"{data.name}:{h.hexdigest()[:32]}"
 
 
 def cache_root() -> Path:
@@ -116,22 +132,27 @@ class SensitivityCache:
                    json.dumps({**fields, **value.to_dict()}, sort_keys=True) + "\n", force=True)
 
 
-def val_metrics(model: nn.Module, task: Task, *, batch_size: int = 512) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on the validation split, eval mode, no grad."""
+def val_metrics(model: nn.Module, data: WorkloadLike) -> tuple[float, float]:
+    """(loss, metric) of ``model`` on the validation split, eval mode, no gradients, one pass:
+    the workload's loss and metric over the whole split's outputs (for tasks: mean
+    cross-entropy and top-1 accuracy)."""
+    from ..workload import _mha_fastpath_off
+
     was_training = model.training
     model.eval()
     refresh_pruned(model)
-    loss = correct = total = 0.0
+    outs, targets = [], []
     try:
-        with torch.no_grad():
-            for batch in task.batches("val", batch_size=batch_size):
-                logits = forward_batch(model, batch)
-                loss += float(F.cross_entropy(logits, batch.targets, reduction="sum"))
-                correct += float((logits.argmax(dim=-1) == batch.targets).sum())
-                total += int(batch.targets.shape[0])
+        with torch.no_grad(), _mha_fastpath_off():
+            for batch in data.eval_batches("val"):
+                outs.append(data.outputs(model, batch).detach())
+                targets.append(batch.targets)
     finally:
         model.train(was_training)
-    return loss / max(total, 1), correct / max(total, 1)
+    if not outs:
+        raise ConfigError(f"{data.name}: the validation data is empty; sensitivity needs it")
+    out, tgt = torch.cat(outs), torch.cat(targets)
+    return float(data.compute_loss(out, tgt)), float(data.compute_metric(out, tgt))
 
 
 @contextlib.contextmanager
@@ -142,25 +163,15 @@ def _zeroed(module: nn.Module, pname: str, keep: torch.Tensor) -> Iterator[None]
     only removes); a plain parameter is zeroed in place.  Restored bit for bit on exit.
     """
     mask = getattr(module, pname + "_mask", None)
-    if mask is not None:
-        saved = mask.clone()
-        with torch.no_grad():
-            mask.mul_(keep.to(mask.dtype))
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                mask.copy_(saved)
-        return
-    param = getattr(module, pname)
-    saved = param.detach().clone()
+    tensor = mask if mask is not None else getattr(module, pname)
+    saved = tensor.detach().clone()
     with torch.no_grad():
-        param.mul_(keep.to(param.dtype))
+        tensor.mul_(keep.to(tensor.dtype))
     try:
         yield
     finally:
         with torch.no_grad():
-            param.copy_(saved)
+            tensor.copy_(saved)
 
 
 @contextlib.contextmanager
@@ -189,11 +200,11 @@ def pruned_layer(target, mask: np.ndarray, followers: Mapping[str, list] | None,
             refresh_pruned(target.module)
 
 
-def measure_layer(model: nn.Module, task: Task, target, mask: np.ndarray, baseline: tuple[float, float],
+def measure_layer(model: nn.Module, data: WorkloadLike, target, mask: np.ndarray, baseline: tuple[float, float],
                   *, followers: Mapping[str, list] | None = None, channel: bool = False) -> Sensitivity:
     """Loss and accuracy change when only ``target`` is pruned to ``mask`` (one shot)."""
     with pruned_layer(target, mask, followers, channel):
-        loss, acc = val_metrics(model, task)
+        loss, acc = val_metrics(model, data)
     return Sensitivity(loss - baseline[0], acc - baseline[1])
 
 

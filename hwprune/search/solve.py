@@ -37,10 +37,22 @@ from scipy.sparse import csr_array
 from ..errors import ConfigError
 from ..patterns import Dense, SparsityPattern
 from .costs import COST_KEYS, Cost
-from .table import SearchTable
+from .table import SearchTable, _cost
 
-__all__ = ["Budget", "Selection", "solve_exact", "solve_greedy", "select", "ParetoPoint", "ParetoFront",
-           "pareto", "uniform_selection", "minimum_cost", "check_budget", "METHODS"]
+__all__ = [
+    "METHODS",
+    "Budget",
+    "ParetoFront",
+    "ParetoPoint",
+    "Selection",
+    "check_budget",
+    "minimum_cost",
+    "pareto",
+    "select",
+    "solve_exact",
+    "solve_greedy",
+    "uniform_selection",
+]
 
 #: selection methods
 METHODS = ("exact", "greedy")
@@ -131,9 +143,7 @@ def _selection(table: SearchTable, choice: Sequence[int], method: str, objective
 
 def minimum_cost(table: SearchTable) -> Cost:
     """Per resource, the least any plan can reach (each resource minimised on its own)."""
-    big = np.where(table.allowed[..., None], table.costs, np.inf).min(axis=1).sum(axis=0)
-    return Cost(int(round(big[0])) + table.fixed.cycles, float(big[1]) + table.fixed.energy_pj,
-                int(round(big[2])) + table.fixed.weight_bytes)
+    return table.fixed + _cost(np.where(table.allowed[..., None], table.costs, np.inf).min(axis=1).sum(axis=0))
 
 
 def _fmt(key: str, value: float) -> str:
@@ -144,15 +154,17 @@ def _fmt(key: str, value: float) -> str:
     return f"{int(value):,} cycles"
 
 
+_NAMES = {"cycles": "cycle", "energy_pj": "energy", "weight_bytes": "weight-byte"}
+
+
 def _check_feasible(table: SearchTable, caps: Mapping[str, float]) -> None:
     low = dict(zip(COST_KEYS, minimum_cost(table).as_tuple()))
     for key, cap in caps.items():
         if low[key] > cap:
-            extra = (f" ({cap / table.reference.cycles:.3f} of dense {table.reference.cycles:,})"
-                     if key == "cycles" else "")
-            raise ConfigError(f"{key.replace('_pj', '').replace('_', ' ')} budget {_fmt(key, cap)}{extra} is "
-                              f"infeasible on {table.array.name}: the minimum feasible is {_fmt(key, low[key])} "
-                              f"(every layer at its cheapest candidate)")
+            what = (f"{int(cap):,} ({cap / table.reference.cycles:.3f} of the dense {table.reference.cycles:,} cycles)"
+                    if key == "cycles" else _fmt(key, cap))
+            raise ConfigError(f"{_NAMES[key]} budget {what} is infeasible on {table.array.name}: the minimum "
+                              f"feasible is {_fmt(key, low[key])} (every layer at its cheapest candidate)")
 
 
 def check_budget(table: SearchTable, budget: Budget) -> None:
@@ -318,7 +330,7 @@ def pareto(table: SearchTable, *, points: int = 16, budgets: Sequence[int] | Non
     if budgets is None:
         if isinstance(points, bool) or not isinstance(points, int) or points < 2:
             raise ConfigError(f"a Pareto sweep needs at least 2 points, not {points!r}")
-        budgets = sorted({int(round(b)) for b in np.linspace(low, max(low, high), points)})
+        budgets = sorted({round(float(b)) for b in np.linspace(low, max(low, high), points)})
     exact, greedy = [], []
     for b in budgets:
         if b < low:

@@ -16,9 +16,9 @@ calibration batches (``seed``, ``calib_batches``) and :class:`~hwprune.prune.met
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -29,13 +29,20 @@ from torch import nn
 from ..config import ArrayConfig, load_array
 from ..errors import ConfigError
 from ..patterns import Channel, Dense, SparsityPattern, parse_pattern
-from ..tasks import Task
+from ..workload import WorkloadLike, as_workload
 from .candidates import parse_candidates
 from .costs import COST_KEYS, Cost, candidate_cost, pattern_only_cost, specs_by_layer
-from .sensitivity import (SENSITIVITY_METHODS, SensitivityCache, fisher_layer, measure_layer, model_hash,
-                          task_fingerprint, val_metrics)
+from .sensitivity import (
+    SENSITIVITY_METHODS,
+    SensitivityCache,
+    fisher_layer,
+    measure_layer,
+    model_hash,
+    task_fingerprint,
+    val_metrics,
+)
 
-__all__ = ["SearchTable", "TableMeta", "build_table", "OBJECTIVES"]
+__all__ = ["OBJECTIVES", "SearchTable", "TableMeta", "build_table"]
 
 #: what the exact selection minimises: the summed loss increase, or the summed accuracy drop
 OBJECTIVES = ("loss", "accuracy")
@@ -200,16 +207,16 @@ class SearchTable:
 
 
 def _cost(row: np.ndarray) -> Cost:
-    return Cost(int(round(row[0])), float(row[1]), int(round(row[2])))
+    return Cost(round(float(row[0])), float(row[1]), round(float(row[2])))
 
 
 def _num(value: float, key: str) -> float | int:
-    return float(value) if key == "energy_pj" else int(round(value))
+    return float(value) if key == "energy_pj" else round(float(value))
 
 
 # -- building a table from a model and a task ---------------------------------------------------
 
-def build_table(model: nn.Module, task: Task, array: str | ArrayConfig = "os16x16", *,
+def build_table(model: nn.Module, data: WorkloadLike | str, array: str | ArrayConfig = "os16x16", *,
                 criterion: str = "l1", candidates: str | Sequence[SparsityPattern | str] | None = None,
                 sensitivity: str = "measured", seed: int = 0, calib_batches: int = 8,
                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
@@ -220,8 +227,9 @@ def build_table(model: nn.Module, task: Task, array: str | ArrayConfig = "os16x1
     ----------
     model : nn.Module
         Trained (possibly already pruned: candidates then only remove more).  Left unchanged.
-    task : Task
-        Calibration (train split) and sensitivity (validation split) data.
+    data : WorkloadLike or str
+        A built-in task (or its name) or a :class:`~hwprune.workload.Workload`: calibration
+        batches for the criterion, the validation split for sensitivity.
     array : str or ArrayConfig
         Preset name or TOML path.
     criterion : str
@@ -244,7 +252,12 @@ def build_table(model: nn.Module, task: Task, array: str | ArrayConfig = "os16x1
     """
     from ..importers import from_torch
     from ..prune.criteria import LayerContext, get_criterion
-    from ..prune.engine import collect_stats, layer_graph, make_permanent, prunable_layers
+    from ..prune.engine import (
+        collect_stats,
+        layer_graph,
+        make_permanent,
+        prunable_layers,
+    )
     from ..prune.method import PatternPruning, as_matrix
     from ..train import _progress, clone_model, deterministic, refresh_pruned
 
@@ -252,6 +265,7 @@ def build_table(model: nn.Module, task: Task, array: str | ArrayConfig = "os16x1
         raise ConfigError(f"unknown sensitivity method {sensitivity!r}; expected {', '.join(SENSITIVITY_METHODS)}")
     if isinstance(calib_batches, bool) or not isinstance(calib_batches, int) or calib_batches < 1:
         raise ConfigError(f"calibration batches must be a positive integer, not {calib_batches!r}")
+    task = as_workload(data)
     cfg = load_array(array)
     cands = parse_candidates(candidates, cfg) if candidates is None or isinstance(candidates, str) \
         else tuple(parse_pattern(c) for c in candidates)
@@ -276,7 +290,7 @@ def build_table(model: nn.Module, task: Task, array: str | ArrayConfig = "os16x1
                           batches=calib_batches, seed=seed)
     with deterministic(seed):
         baseline = val_metrics(model, task) if sensitivity == "measured" else (float("nan"), float("nan"))
-    mhash, tfp = model_hash(model), task_fingerprint(task)
+    mhash, tfp = model_hash(model), task_fingerprint(task, calib_batches=calib_batches, seed=seed)
 
     L, C = len(layers), len(cands)
     allowed = np.ones((L, C), dtype=bool)
