@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 #: sub-command modules of this package, in the order ``--help`` lists their commands
 COMMANDS = [
     "estimate",
+    "search",
     "prune",
     "export",
     "hw",        # rtl, sim

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from ..config import preset_names
+from .args import density, nonnegative_int, positive_int, positive_number
 
 CRITERION_HELP = "importance criterion that makes each candidate's mask, as prune does (default: l1)"
 
@@ -38,11 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--array", default="os16x16", metavar="PRESET|FILE.toml",
                    help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: os16x16)")
     b = p.add_argument_group("budget (at least one; several at once are all met)")
-    b.add_argument("--budget", type=float, default=None, metavar="FRACTION",
+    b.add_argument("--budget", type=density, default=None, metavar="FRACTION",
                    help="cycles ≤ FRACTION × the unpruned model's cycles, e.g. 0.5")
-    b.add_argument("--cycles", type=int, default=None, metavar="N", help="cycles ≤ N (compute + fill + stall)")
-    b.add_argument("--energy-uj", type=float, default=None, metavar="E", help="energy per inference ≤ E µJ")
-    b.add_argument("--weight-kib", type=float, default=None, metavar="B",
+    b.add_argument("--cycles", type=positive_int, default=None, metavar="N", help="cycles ≤ N (compute + fill + stall)")
+    b.add_argument("--energy-uj", type=positive_number, default=None, metavar="E", help="energy per inference ≤ E µJ")
+    b.add_argument("--weight-kib", type=positive_number, default=None, metavar="B",
                    help="stored weights and N:M indices ≤ B KiB")
     p.add_argument("--criterion", default="l1", metavar="NAME", help=CRITERION_HELP + f"; known: {', '.join(criterion_names())}")
     p.add_argument("--candidates", default=None, metavar="LIST", help=CANDIDATES_SYNTAX +
@@ -56,9 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="minimise the summed validation-loss increase (default) or accuracy drop")
     p.add_argument("--method", choices=("exact", "greedy"), default="exact",
                    help="exact (MILP optimum, default) or greedy (NetAdapt-style baseline)")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and calibration (default 0)")
-    p.add_argument("--train-epochs", type=int, default=None, help="epochs of the baseline training of a task")
-    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches of the criterion (default 8)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of training and calibration (default 0)")
+    p.add_argument("--train-epochs", type=positive_int, default=None, help="epochs of the baseline training of a task")
+    p.add_argument("--calib-batches", type=positive_int, default=8, help="calibration batches of the criterion (default 8)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="sensitivity cache (default $HWPRUNE_CACHE/sensitivity or ~/.cache/hwprune/sensitivity)")
     p.add_argument("--no-cache", action="store_true", help="measure everything again and cache nothing")
@@ -77,9 +78,6 @@ def budget_from_args(args: argparse.Namespace):
 
     if all(v is None for v in (args.budget, args.cycles, args.energy_uj, args.weight_kib)):
         raise ConfigError("give a budget: --budget FRACTION, --cycles N, --energy-uj E and/or --weight-kib B")
-    for flag, v in (("--energy-uj", args.energy_uj), ("--weight-kib", args.weight_kib)):
-        if v is not None and not v > 0:
-            raise ConfigError(f"{flag} must be positive, not {v!r}")
     return Budget(fraction=args.budget, cycles=args.cycles,
                   energy_pj=None if args.energy_uj is None else args.energy_uj * 1e6,
                   weight_bytes=None if args.weight_kib is None else int(args.weight_kib * 1024))
