@@ -48,6 +48,8 @@ def test_summary_has_every_stage_timed_and_exact(demo_dir):
     # the hardware's accuracy comes from simulated logits and equals the integer reference's
     assert s["accuracy"]["rtl"] == s["accuracy"]["int8_on_simulated_images"]
     assert 0.5 < s["accuracy"]["int8"] <= 1
+    assert abs(s["accuracy"]["ort_qdq"] - s["accuracy"]["int8"]) <= 0.01  # onnxruntime on the QDQ file
+    assert s["weight_bytes"]["plan"] < s["weight_bytes"]["dense"]
 
 
 def test_masks_in_summary_match_the_plan(demo_dir):
@@ -67,7 +69,9 @@ def test_masks_in_summary_match_the_plan(demo_dir):
 def test_files_listed_with_their_hashes(demo_dir):
     s = load_summary(demo_dir)
     paths = {f["path"] for f in s["files"]}
-    assert {"fp32.pt", "pruned.pt", "plan.json"} <= paths
+    assert {"fp32.pt", "pruned.pt", "plan.json", "export/model.onnx", "export/model_qdq.onnx",
+            "export/manifest.json"} <= paths
+    assert any(p.startswith("export/conv2/") and p.endswith(".coe") for p in paths)
     assert any(p.startswith("rtl/") and p.endswith(".v") for p in paths)
     for f in s["files"]:
         data = (demo_dir / f["path"]).read_bytes()
