@@ -4,8 +4,8 @@ train the digits CNN (fp32) → estimate it dense on the array → choose a plan
 budget → prune and fine-tune by the plan → int8 → export → RTL (+ yosys cells) → run the pruned
 layers on the Verilator-simulated array, checked bit for bit and cycle for cycle.
 
-Every stage records its wall time, a status and one line saying what it did; a stage whose
-library piece is not available says so (status ``unavailable``) instead of pretending.  The run
+Every stage records its wall time, a status (done, or failed when its check did not hold) and
+one line saying what it did.  The run
 builds in a temporary sibling directory and renames it onto ``out`` at the end, so a failed or
 interrupted run leaves nothing half-written; ``summary.json`` holds every figure and
 ``report.html`` (:mod:`hwprune.report`) is rendered from it alone.
@@ -89,8 +89,7 @@ class DemoOptions:
 
 @dataclass(frozen=True, slots=True)
 class StageRecord:
-    """One stage's outcome: ``status`` is done, unavailable (its library piece is missing) or
-    failed (it ran and its check did not hold)."""
+    """One stage's outcome: ``status`` is done, or failed (it ran and its check did not hold)."""
 
     name: str
     status: str
@@ -132,10 +131,6 @@ class _Run:
         return path
 
 
-class _Unavailable(Exception):
-    """A stage's library piece is not available; the message says which."""
-
-
 class _Failed(Exception):
     """A stage ran and its check failed (recorded as ``failed``; the run goes on to the report)."""
 
@@ -168,42 +163,9 @@ def _estimate(run: _Run) -> str:
     return f"{len(dense.layers)} layers, {dense.cycles:,} cycles dense per image on {run.array.name}"
 
 
-def _uniform_plan(run: _Run) -> tuple[dict[str, str], int]:
-    """The densest uniform N:M pattern the array supports whose predicted cycles fit the budget."""
-    from .cost import estimate_model
-    from .importers import from_torch
-    from .patterns import parse_pattern
-
-    dense = run.objects["dense_cost"]
-    budget = run.options.budget * dense.cycles
-    specs = from_torch(run.objects["fp32"], run.objects["task"].example_inputs(1))
-    tried = []
-    for ratio in sorted(run.array.nm_ratios, key=lambda r: -int(r.split(":")[0])):
-        cycles = estimate_model(specs, run.array, parse_pattern(ratio)).cycles
-        tried.append((ratio, cycles))
-        if cycles <= budget:
-            return {s.name: ratio for s in specs if s.has_weights}, cycles
-    best = min(tried, key=lambda t: t[1])
-    raise ConfigError(f"no uniform pattern fits a budget of {run.options.budget} × {dense.cycles:,} = "
-                      f"{budget:,.0f} cycles; the cheapest, {best[0]}, needs {best[1]:,}")
-
-
 def _search(run: _Run) -> str:
-    from importlib.util import find_spec
-
     run.events.start("search", None)
-    dense = run.objects["dense_cost"]
-    budget_cycles = int(run.options.budget * dense.cycles)
-    if find_spec("hwprune.search") is None:
-        layers, cycles = _uniform_plan(run)
-        pattern = next(iter(layers.values()))
-        note = ("hwprune.search (issue 11) is not available in this build: the plan is the densest "
-                f"uniform N:M pattern whose predicted cycles fit the budget ({pattern}, {cycles:,} cycles)")
-        run.summary["plan"] = {"source": "uniform fallback (no search)", "budget": run.options.budget,
-                               "budget_cycles": budget_cycles, "layers": layers, "note": note}
-        run.summary["search"] = None
-        run.objects["plan_layers"] = layers
-        raise _Unavailable(note)
+    budget_cycles = int(run.options.budget * run.objects["dense_cost"].cycles)
     from .search import Budget, search
 
     # the demo's RTL builds dense and native N:M designs only: those are the candidates
@@ -305,7 +267,10 @@ def _designs(run: _Run) -> dict[int, str]:
     from .rtl.emit import design_slots
 
     out: dict[int, str] = {}
-    for pattern in run.objects["plan"].layers.values():
+    patterns = list(run.objects["plan"].layers.values())
+    if len(patterns) < len(run.objects["dense_cost"].layers):
+        patterns.append("dense")                              # layers the plan leaves out
+    for pattern in patterns:
         slots = design_slots(run.array, pattern)
         out.setdefault(slots, f"{slots}:{run.array.group_size}" if slots < run.array.group_size else "dense")
     return dict(sorted(out.items()))
@@ -481,8 +446,6 @@ def run_demo(options: DemoOptions, events: DemoEvents | None = None) -> dict[str
             t0 = time.perf_counter()
             try:
                 note, status = stage(run), "done"
-            except _Unavailable as exc:
-                note, status = str(exc), "unavailable"
             except _Failed as exc:
                 note, status = str(exc), "failed"
             record = StageRecord(name, status, time.perf_counter() - t0, note)

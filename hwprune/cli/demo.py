@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune demo\n"
                "  hwprune demo --out run1 --array os16x16 --budget 0.4 --force\n"
                "  hwprune demo --out quick --epochs 4 --images 64 --no-stats --json\n"
-               "A stage whose library piece is not available says so in its status line. Exit code "
+               "Exit code "
                "1 when a check fails (the simulated RTL disagrees with the integer reference or "
                "the cost model); the summary and report are still written.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
