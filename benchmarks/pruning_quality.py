@@ -1,12 +1,22 @@
-"""Pruning quality: test accuracy and os16x16 cycles for criterion × pattern × sparsity.
+"""Pruning quality: test accuracy (and os16x16 cycles) of criteria × patterns × schedules.
 
-For the digits CNN and LeNet-300-100 (MLP) tasks: one fp32 baseline per seed (the task's own
-recipe), then every criterion × pattern pruned one-shot (layer scope) and fine-tuned with the
-same budget; plus global-scope unstructured magnitude pruning and a schedule comparison.
-Prints JSON (stdout); ``--out FILE`` also writes it atomically.  Figures, not asserts.
+For each task (digits CNN, LeNet-300-100, the Transformer and the GCN) and seed: one fp32
+baseline with the task's recipe, then
 
-    python benchmarks/pruning_quality.py                 # full grid, 1 seed (~minutes on 2 cores)
-    python benchmarks/pruning_quality.py --seeds 0 1 2   # mean over seeds for the targets
+* ``nm``        — l1 one-shot 2:4 and 1:4 with the default fine-tune (all tasks);
+* ``global90``  — every criterion at 90 % global unstructured (density 0.1), one-shot, with the
+                  default fine-tune *and* without fine-tuning (what a sensitivity analysis sees);
+* ``noft``      — 1:4 and 2:4 one-shot without fine-tuning (how hard the task is);
+* ``schedules`` — one-shot vs iterative (4 rounds) vs AGP (4 events) at equal total epochs, for
+                  1:4 and 90 % global unstructured;
+* ``grid``      — (``--grid``) the old criterion × pattern grid at layer scope.
+
+Prints JSON (stdout) with per-run rows, per-configuration means over seeds, and the issue's
+targets with ``met`` flags; ``--table`` also prints a Markdown table on stderr; ``--out FILE``
+writes the JSON atomically.  Figures, not asserts.
+
+    python benchmarks/pruning_quality.py --seeds 0 1 2 --table
+    python benchmarks/pruning_quality.py --tasks digits_cnn --sections global90 --seeds 0 1
 """
 
 from __future__ import annotations
@@ -24,104 +34,146 @@ from hwprune.tasks import load_task
 from hwprune.train import clone_model, evaluate, train_task
 
 CRITERIA = ["l1", "l2", "random", "taylor", "hessian", "activation"]
-PATTERNS = {  # label → (pattern text, sparsity)
-    "unstructured 50%": ("unstructured:0.5", 0.5),
-    "unstructured 75%": ("unstructured:0.25", 0.75),
-    "unstructured 90%": ("unstructured:0.1", 0.9),
-    "2:4": ("2:4", 0.5),
-    "1:4": ("1:4", 0.75),
-    "channel 50%": ("channel:0.5", 0.5),
-}
+SECTIONS = ["nm", "global90", "noft", "schedules", "grid"]
+GRID = {"unstructured 50%": "unstructured:0.5", "unstructured 75%": "unstructured:0.25",
+        "unstructured 90%": "unstructured:0.1", "2:4": "2:4", "1:4": "1:4", "channel 50%": "channel:0.5"}
 
 
-def run_one(base, task, *, criterion, pattern, scope="layer", schedule="oneshot", steps=None,
-            epochs, seed, array):
+def run_one(base, task, *, label, criterion="l1", pattern, scope="layer", schedule="oneshot", steps=None,
+            epochs=None, seed, array, cycles=True):
     t0 = time.perf_counter()
-    res = prune_model(clone_model(base), task, criterion=criterion, pattern=pattern, scope=scope,
+    res = prune_model(clone_model(base), pattern, data=task, criterion=criterion, scope=scope,
                       schedule=schedule, steps=steps, finetune_epochs=epochs, seed=seed)
-    acc = evaluate(res.model, task, "test")
-    cycles = hardware_cost(res.model, task.example_inputs(1), array).cycles
-    extra = {}
-    if pattern.startswith("channel"):  # zero rows save cycles only once removed physically
-        small = shrink_channels(res.model, task.example_inputs(2))
-        extra["cycles_shrunk"] = hardware_cost(small, task.example_inputs(1), array).cycles
-        extra["accuracy_shrunk"] = evaluate(small, task, "test")
-    return {**extra, "criterion": criterion, "pattern": pattern, "scope": scope, "schedule": schedule,
-            "steps": res.steps, "seed": seed, "accuracy": acc, "density": res.density,
-            "cycles": cycles, "seconds": round(time.perf_counter() - t0, 2)}
+    row = {"label": label, "criterion": criterion, "pattern": pattern, "scope": scope, "schedule": schedule,
+           "steps": res.steps, "finetune_epochs": res.finetune_epochs, "seed": seed,
+           "accuracy": evaluate(res.model, task, "test"), "density": res.density,
+           "finetune_steps": res.finetune_steps, "notes": res.notes}
+    if cycles:
+        row["cycles"] = hardware_cost(res.model, task.example_inputs(1), array).cycles
+        if pattern.startswith("channel"):  # zero rows save cycles only once removed physically
+            small = shrink_channels(res.model, task.example_inputs(2))
+            row["cycles_shrunk"] = hardware_cost(small, task.example_inputs(1), array).cycles
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+def plan_runs(sections, criteria):
+    """(label, kwargs) of every run of one seed."""
+    runs = []
+    if "nm" in sections:
+        runs += [(f"{p} l1", {"pattern": p}) for p in ("2:4", "1:4")]
+    if "global90" in sections:
+        for c in criteria:
+            runs.append((f"global90 {c}", {"criterion": c, "pattern": "unstructured:0.1", "scope": "global"}))
+            runs.append((f"global90 {c} noft", {"criterion": c, "pattern": "unstructured:0.1", "scope": "global",
+                                                "epochs": 0}))
+    if "noft" in sections:
+        runs += [(f"{p} l1 noft", {"pattern": p, "epochs": 0}) for p in ("2:4", "1:4")]
+    if "schedules" in sections:
+        for pat, scope, name in (("1:4", "layer", "1:4"), ("unstructured:0.1", "global", "global90")):
+            if "nm" not in sections or name != "1:4":
+                runs.append((f"{name} oneshot", {"pattern": pat, "scope": scope}))
+            for sched in ("iterative", "agp"):
+                runs.append((f"{name} {sched}", {"pattern": pat, "scope": scope, "schedule": sched, "steps": 4}))
+    if "grid" in sections:
+        runs += [(f"grid {c} {lbl}", {"criterion": c, "pattern": p}) for c in criteria for lbl, p in GRID.items()]
+    return runs
+
+
+def summarise(rows, fp32):
+    out = {}
+    for r in rows:
+        out.setdefault(r["label"], []).append(r)
+    return {k: {"accuracy": statistics.mean(r["accuracy"] for r in v),
+                "delta_pt": round((statistics.mean(r["accuracy"] for r in v) - fp32) * 100, 2),
+                "seeds": [r["seed"] for r in v], "density": round(v[0]["density"], 4),
+                **({"cycles": v[0]["cycles"]} if "cycles" in v[0] else {}),
+                **({"cycles_shrunk": v[0]["cycles_shrunk"]} if "cycles_shrunk" in v[0] else {}),
+                **({"notes": v[0]["notes"]} if v[0]["notes"] else {})}
+            for k, v in out.items()}
+
+
+def targets(name, summary, fp32, criteria):
+    """The issue's targets that this task's runs can check (means over the seeds run)."""
+    t = {}
+
+    def acc(label):
+        return summary.get(label, {}).get("accuracy")
+
+    def add(key, value, ref, tol):
+        if value is not None and ref is not None:
+            t[key] = {"accuracy": value, "reference": ref, "gap_pt": round((ref - value) * 100, 2),
+                      "met": (ref - value) * 100 <= tol}
+    if name == "digits_cnn":
+        add("1:4 l1 within 1.0 pt of fp32", acc("1:4 l1"), fp32, 1.0)
+    if name == "tiny_transformer":
+        add("2:4 l1 within 1.0 pt of fp32", acc("2:4 l1"), fp32, 1.0)
+    for c in criteria:
+        if c != "random":
+            add(f"global90 {c} within 2.0 pt of fp32", acc(f"global90 {c}"), fp32, 2.0)
+    for c in ("taylor", "hessian"):
+        add(f"global90 {c} one-shot no-FT within 2.0 pt of l1", acc(f"global90 {c} noft"), acc("global90 l1 noft"), 2.0)
+    for name_ in ("1:4", "global90"):
+        base = acc(f"{name_} oneshot") if f"{name_} oneshot" in summary else acc(f"{name_} l1")
+        add(f"{name_} iterative not worse than one-shot", acc(f"{name_} iterative"), base, 0.0)
+    return t
+
+
+def markdown(report):
+    lines = ["| task | run | accuracy | Δ vs fp32 (pt) | cycles |", "|---|---|---:|---:|---:|"]
+    for name, tr in report["tasks"].items():
+        lines.append(f"| {name} | fp32 (seeds {', '.join(map(str, report['seeds']))}) | "
+                     f"{tr['fp32']['accuracy']:.2%} | — | {tr['fp32']['cycles']:,} |")
+        for label, s in tr["summary"].items():
+            cycles = s.get("cycles_shrunk", s.get("cycles"))
+            lines.append(f"| {name} | {label} | {s['accuracy']:.2%} | {s['delta_pt']:+.2f} | "
+                         f"{'—' if cycles is None else f'{cycles:,}'} |")
+        for key, v in tr["targets"].items():
+            lines.append(f"| {name} | target: {key} | {v['accuracy']:.2%} | gap {v['gap_pt']:+.2f} | "
+                         f"{'met' if v['met'] else 'MISSED'} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=["digits_cnn", "mlp"])
+    ap.add_argument("--tasks", nargs="+", default=["digits_cnn", "lenet300100", "tiny_transformer", "gcn"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--finetune-epochs", type=int, default=8)
+    ap.add_argument("--sections", nargs="+", default=["nm", "global90", "noft", "schedules"], choices=SECTIONS)
+    ap.add_argument("--finetune-epochs", type=int, default=None,
+                    help="fine-tune budget of every run (default: each task's own, a quarter of its training)")
     ap.add_argument("--array", default="os16x16")
     ap.add_argument("--criteria", nargs="+", default=CRITERIA)
+    ap.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
     ap.add_argument("--out", default=None)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
-    E = args.finetune_epochs
-    report = {"array": args.array, "finetune_epochs": E, "seeds": args.seeds, "tasks": {}}
+    report = {"array": args.array, "finetune_epochs": args.finetune_epochs or "task default",
+              "seeds": args.seeds, "tasks": {}}
     for name in args.tasks:
         task = load_task(name)
-        runs, baselines = [], []
+        rows, baselines = [], []
         for seed in args.seeds:
             t0 = time.perf_counter()
             base, _ = train_task(task, seed=seed)
             baselines.append({"seed": seed, "accuracy": evaluate(base, task, "test"),
                               "cycles": hardware_cost(base, task.example_inputs(1), args.array).cycles,
                               "train_seconds": round(time.perf_counter() - t0, 2)})
-            for crit in args.criteria:
-                for label, (pat, sparsity) in PATTERNS.items():
-                    r = run_one(base, task, criterion=crit, pattern=pat, epochs=E, seed=seed, array=args.array)
-                    runs.append({"label": label, "sparsity": sparsity, **r})
-                    print(f"{name} seed {seed} {crit:10s} {label:18s} {r['accuracy']:.4f}", file=sys.stderr)
-            for label, (pat, sparsity) in PATTERNS.items():
-                if pat.startswith("unstructured"):
-                    r = run_one(base, task, criterion="l1", pattern=pat, scope="global", epochs=E,
-                                seed=seed, array=args.array)
-                    runs.append({"label": f"{label} global", "sparsity": sparsity, **r})
-            for sched, steps in (("iterative", 4), ("agp", 4)):
-                for pat, sparsity, label in (("unstructured:0.1", 0.9, "unstructured 90%"), ("2:4", 0.5, "2:4")):
-                    r = run_one(base, task, criterion="l1", pattern=pat, schedule=sched, steps=steps,
-                                epochs=E, seed=seed, array=args.array)
-                    runs.append({"label": label, "sparsity": sparsity, **r})
+            print(f"{name} seed {seed} fp32 {baselines[-1]['accuracy']:.4f}", file=sys.stderr, flush=True)
+            for label, kw in plan_runs(args.sections, args.criteria):
+                kw = {"epochs": args.finetune_epochs, **kw}
+                r = run_one(base, task, label=label, seed=seed, array=args.array, **kw)
+                rows.append(r)
+                print(f"{name} seed {seed} {label:28s} {r['accuracy']:.4f} ({r['seconds']} s)",
+                      file=sys.stderr, flush=True)
         fp32 = statistics.mean(b["accuracy"] for b in baselines)
-
-        def mean_acc(**match):
-            accs = [r["accuracy"] for r in runs if all(r[k] == v for k, v in match.items())]
-            return statistics.mean(accs) if accs else None
-
-        table = {}
-        for r in runs:
-            key = f"{r['criterion']} | {r['label']} | {r['scope']} | {r['schedule']}"
-            table.setdefault(key, {"accuracy": [], "cycles": r["cycles"], "density": r["density"],
-                                   **({"cycles_shrunk": r["cycles_shrunk"]} if "cycles_shrunk" in r else {})})
-            table[key]["accuracy"].append(r["accuracy"])
-        summary = {k: {"accuracy": statistics.mean(v["accuracy"]),
-                       "delta_pt": round((statistics.mean(v["accuracy"]) - fp32) * 100, 2),
-                       "cycles": v["cycles"], "density": round(v["density"], 4),
-                       **({"cycles_shrunk": v["cycles_shrunk"]} if "cycles_shrunk" in v else {})}
-                   for k, v in table.items()}
-        nm = mean_acc(criterion="l1", label="2:4", scope="layer", schedule="oneshot")
-        best_nm = max(mean_acc(criterion=c, label="2:4", scope="layer", schedule="oneshot") for c in args.criteria)
-        glob = mean_acc(criterion="l1", label="unstructured 75% global", scope="global", schedule="oneshot")
-        report["tasks"][name] = {
-            "fp32": {"accuracy": fp32, "cycles": baselines[0]["cycles"], "per_seed": baselines},
-            "targets": {
-                "2:4 l1 within 1.0 pt": {"accuracy": nm, "delta_pt": round((nm - fp32) * 100, 2),
-                                         "met": (fp32 - nm) <= 0.01},
-                "2:4 best criterion within 1.0 pt": {"accuracy": best_nm, "delta_pt": round((best_nm - fp32) * 100, 2),
-                                                     "met": (fp32 - best_nm) <= 0.01},
-                "75% global magnitude within 1.0 pt": {"accuracy": glob, "delta_pt": round((glob - fp32) * 100, 2),
-                                                       "met": (fp32 - glob) <= 0.01},
-            },
-            "summary": summary,
-            "runs": runs,
-        }
+        summary = summarise(rows, fp32)
+        report["tasks"][name] = {"fp32": {"accuracy": fp32, "cycles": baselines[0]["cycles"], "per_seed": baselines},
+                                 "targets": targets(name, summary, fp32, args.criteria),
+                                 "summary": summary, "runs": rows}
     text = json.dumps(report, indent=2)
     print(text)
+    if args.table:
+        print(markdown(report), file=sys.stderr)
     if args.out:
         write_text(args.out, text + "\n", force=args.force)
     return 0

@@ -182,7 +182,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     ExportError
         The file is missing, not an hwprune checkpoint, or corrupted (the message names it).
     """
-    from .prune.engine import apply_masks, mask_channel_followers
+    from .prune.engine import apply_masks, mask_dead_row_followers
 
     p = Path(path)
     if not p.is_file():
@@ -214,9 +214,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         inputs = tuple(data["example_inputs"])
         if not all(isinstance(t, torch.Tensor) for t in inputs):
             raise ExportError(f"{p}: corrupted checkpoint, example inputs are not tensors")
-        channel = [k for k, v in patterns.items() if v.kind == "channel" and k in masks]
-        if channel:
-            mask_channel_followers(model, channel, inputs)
+        if masks:  # removed rows: bias and batch-norm masked too, as when pruning
+            mask_dead_row_followers(model, list(masks), inputs)
     except HwPruneError as exc:
         raise ExportError(f"{p}: corrupted checkpoint: {exc}") from None
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:

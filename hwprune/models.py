@@ -56,8 +56,8 @@ class LeNet300100(nn.Module):
 class TinyTransformer(nn.Module):
     """A 2-layer Transformer encoder classifier over token sequences (mean-pooled)."""
 
-    def __init__(self, vocab: int = 16, seq_len: int = 16, d_model: int = 64, nhead: int = 4,
-                 dim_ff: int = 128, layers: int = 2, num_classes: int = 2) -> None:
+    def __init__(self, vocab: int = 10, seq_len: int = 16, d_model: int = 64, nhead: int = 4,
+                 dim_ff: int = 128, layers: int = 2, num_classes: int = 10) -> None:
         super().__init__()
         self.seq_len = seq_len
         self.vocab = vocab

@@ -116,7 +116,8 @@ def steps_per_epoch(data: WorkloadLike) -> int:
 
 def train(model: nn.Module, data: WorkloadLike, *, epochs: int | None = None, lr: float | None = None,
           seed: int = 0, progress: bool = False, description: str = "train",
-          on_step: Callable[[int], None] | None = None, threads: int = DEFAULT_THREADS) -> TrainHistory:
+          on_step: Callable[[int], None] | None = None, threads: int = DEFAULT_THREADS,
+          steps: int | None = None) -> TrainHistory:
     """Train ``model`` in place on ``data`` (Adam on the workload's loss, fp32), deterministically.
 
     Parameters
@@ -136,6 +137,9 @@ def train(model: nn.Module, data: WorkloadLike, *, epochs: int | None = None, lr
         Show a rich progress bar (off by default: library calls are silent).
     on_step : callable, optional
         Called with the global step index before every optimizer step (AGP prunes here).
+    steps : int, optional
+        Train for exactly this many optimizer steps instead of ``epochs`` whole epochs (the
+        last epoch is cut short); the fine-tune budget of a pruning round.
     """
     data = as_workload(data)
     epochs = getattr(data, "epochs", data.finetune_epochs) if epochs is None else epochs
@@ -144,18 +148,24 @@ def train(model: nn.Module, data: WorkloadLike, *, epochs: int | None = None, lr
         raise ConfigError(f"epochs must be a non-negative integer, not {epochs!r}")
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ConfigError(f"learning rate must be positive, not {lr!r}")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"training steps must be a non-negative integer, not {steps!r}")
+        epochs = -(-steps // data.steps_per_epoch())
     history = TrainHistory()
     if epochs == 0:
         return history
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=data.weight_decay)
-    total_steps = epochs * data.steps_per_epoch()
+    total_steps = epochs * data.steps_per_epoch() if steps is None else steps
     with deterministic(seed, threads) as gen, _progress(progress, description, total_steps) as advance:
         model.train()
         step = 0
         for _ in range(epochs):
             losses = []
             for batch in data.train_batches(gen):
+                if step == total_steps:
+                    break
                 if on_step is not None:
                     on_step(step)
                 opt.zero_grad(set_to_none=True)

@@ -15,7 +15,7 @@ from torch.nn.utils import prune
 
 from hwprune.errors import ConfigError
 from hwprune.patterns import NM, Block, Channel, Dense, Unstructured, parse_pattern
-from hwprune.prune import (CRITERIA, PatternPruning, PruningPlan, agp_sparsity, apply_patterns,
+from hwprune.prune import (CRITERIA, PatternPruning, PruningPlan, agp_sparsity, apply_patterns, layer_mask,
                            at_fraction, compute_scores, criterion_names, current_masks,
                            global_patterns, load_plan, make_permanent, pattern_prune,
                            prunable_layers, prune_model, register_criterion, save_plan,
@@ -52,11 +52,12 @@ patterns = st.one_of(
 )
 
 
-def check_structure(mask: np.ndarray, pat) -> None:
-    """The mask has exactly the pattern's structure and kept count."""
+def check_structure(mask: np.ndarray, pat, row_floor: int = 1) -> None:
+    """The mask has exactly the pattern's structure and kept count (with the per-row floor)."""
     n, k = mask.shape
     if isinstance(pat, Unstructured):
-        assert mask.sum() == pat.keep_count(mask.size)
+        assert mask.sum() == max(pat.keep_count(mask.size), n * min(row_floor, k))
+        assert (mask.sum(axis=1) >= min(row_floor, k)).all()
     elif isinstance(pat, NM):
         for start in range(0, k, pat.m):
             group = mask[:, start:start + pat.m]
@@ -93,7 +94,9 @@ def test_every_criterion_and_pattern_gives_the_exact_structure(criterion, pat, c
         mask = masks[name]
         check_structure(mask, pat)
         # the torch prune reparametrisation holds exactly the pattern's mask of the scores
-        assert np.array_equal(mask, pat.mask(scores[name].numpy()))
+        assert np.array_equal(mask, layer_mask(pat, scores[name].numpy()))
+        if not isinstance(pat, Unstructured) or (pat.mask(scores[name].numpy()).any(axis=1)).all():
+            assert np.array_equal(mask, pat.mask(scores[name].numpy()))  # the floor did not bind
         w = t.weight.numpy()
         assert (w[~mask] == 0).all()
 
@@ -132,11 +135,16 @@ def test_criteria_mean_what_they_say():
     # Taylor |w·g| and OBD ½·E[g²]·w² (empirical Fisher) from the calibration batch gradient
     tay = compute_scores(model, task, "taylor", pats, targets=t)["0"]
     hes = compute_scores(model, task, "hessian", pats, targets=t)["0"]
-    loss = torch.nn.functional.cross_entropy(model(x), task.train.targets[
-        torch.randperm(32, generator=torch.Generator().manual_seed(0))])
+    y = task.train.targets[torch.randperm(32, generator=torch.Generator().manual_seed(0))]
+    loss = torch.nn.functional.cross_entropy(model(x), y)
     (g,) = torch.autograd.grad(loss, [model[0].weight])
     assert torch.allclose(tay, (w * g.double()).abs(), rtol=1e-4, atol=1e-12)
-    assert torch.allclose(hes, 0.5 * g.double().square() * w.square(), rtol=1e-4, atol=1e-14)
+    # OBD with the *empirical Fisher*: the mean of per-sample squared gradients, sample by sample
+    per = [torch.autograd.grad(torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]),
+                               [model[0].weight])[0].double() for i in range(32)]
+    fisher = torch.stack(per).square().mean(0)
+    assert torch.allclose(hes, 0.5 * fisher * w.square(), rtol=1e-5, atol=1e-14)
+    assert not torch.allclose(hes, 0.5 * g.double().square() * w.square(), rtol=1e-2)  # not the batch mean
     assert set(CRITERIA) >= set(ALL_CRITERIA)
 
 
@@ -165,7 +173,7 @@ def test_global_scope_one_threshold_with_a_floor(sizes, density, floor, seed):
 
 
 def test_global_scope_on_a_model_respects_floor_and_total():
-    task = load_task("mlp")
+    task = load_task("lenet300100")
     model = task.make_model(0)
     train(model, task, epochs=1)
     res = prune_model(model, task, pattern="unstructured:0.1", scope="global", min_density=0.05,
@@ -189,7 +197,7 @@ def test_agp_follows_zhu_and_gupta():
 
 
 def test_agp_schedule_in_the_engine():
-    task = load_task("mlp")
+    task = load_task("lenet300100")
     model = task.make_model(0)
     train(model, task, epochs=1)
     res = prune_model(model, task, pattern="unstructured:0.2", schedule="agp", steps=4, finetune_epochs=2)
@@ -204,7 +212,7 @@ def test_iterative_masks_nest_and_nm_steps_down():
     assert [str(at_fraction(NM(1, 4), f)) for f in (1 / 3, 2 / 3, 1.0)] == ["3:4", "2:4", "1:4"]
     assert at_fraction(Unstructured(0.2), 0.5) == Unstructured(0.6)
     assert at_fraction(Dense(), 0.5) == Dense()
-    task = load_task("mlp")
+    task = load_task("lenet300100")
     model = task.make_model(0)
     train(model, task, epochs=1)
     masks = []

@@ -28,19 +28,19 @@ def test_prune_cli_json_and_checkpoint(tmp_path, capsys):
 
 def test_prune_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "x.pt"
-    cases = [(["prune", "mlp", "--pattern", "5:4", "--out", str(out)], "5:4"),
-             (["prune", "mlp", "--pattern", "2:4", "--criterion", "fisher", "--out", str(out)], "fisher"),
+    cases = [(["prune", "lenet300100", "--pattern", "5:4", "--out", str(out)], "5:4"),
+             (["prune", "lenet300100", "--pattern", "2:4", "--criterion", "fisher", "--out", str(out)], "fisher"),
              (["prune", "cifar", "--pattern", "2:4", "--out", str(out)], "cifar"),
-             (["prune", "mlp", "--out", str(out)], "exactly one"),
-             (["prune", "mlp", "--pattern", "2:4", "--array", "os3x3", "--out", str(out)], "os3x3")]
+             (["prune", "lenet300100", "--out", str(out)], "exactly one"),
+             (["prune", "lenet300100", "--pattern", "2:4", "--array", "os3x3", "--out", str(out)], "os3x3")]
     for argv, needle in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("hwprune: error:") and needle in err and "\n" not in err
     out.write_bytes(b"x")
-    assert main(["prune", "mlp", "--pattern", "2:4", "--out", str(out)]) == 2
+    assert main(["prune", "lenet300100", "--pattern", "2:4", "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
     plan = tmp_path / "p.json"
     plan.write_text('{"array": "os16x16", "layers": {"fc9": "2:4"}}')
-    assert main(["prune", "mlp", "--plan", str(plan), "--out", str(tmp_path / "y.pt")]) == 2
+    assert main(["prune", "lenet300100", "--plan", str(plan), "--out", str(tmp_path / "y.pt")]) == 2
     assert "fc9" in capsys.readouterr().err

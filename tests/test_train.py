@@ -11,7 +11,8 @@ from hwprune.train import evaluate, train, train_task
 
 
 def test_tasks_are_fixed_and_well_formed():
-    assert task_names() == ["digits_cnn", "gcn", "mlp", "transformer"]
+    assert task_names() == ["digits_cnn", "gcn", "lenet300100", "tiny_transformer"]
+    assert load_task("mlp").name == "lenet300100"  # former names still load
     a, b = load_task("digits_cnn"), load_task("digits_cnn")
     assert torch.equal(a.test.inputs[0], b.test.inputs[0])
     assert a.train.inputs[0].shape[1:] == (1, 8, 8)
@@ -28,11 +29,11 @@ def test_tasks_are_fixed_and_well_formed():
     with pytest.raises(ConfigError, match="unknown task 'cifar'"):
         load_task("cifar")
     with pytest.raises(ConfigError, match="already registered"):
-        register_task("mlp", lambda seed: None)
+        register_task("lenet300100", lambda seed: None)
 
 
 def test_training_is_deterministic_and_restores_global_state():
-    task = load_task("mlp")
+    task = load_task("lenet300100")
     threads = torch.get_num_threads()
     m1, h1 = train_task(task, seed=7, epochs=1)
     m2, h2 = train_task(task, seed=7, epochs=1)
@@ -45,7 +46,7 @@ def test_training_is_deterministic_and_restores_global_state():
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-@pytest.mark.parametrize("name,epochs,floor", [("digits_cnn", 2, 0.85), ("mlp", 3, 0.85),
+@pytest.mark.parametrize("name,epochs,floor", [("digits_cnn", 2, 0.85), ("lenet300100", 3, 0.85),
                                                ("transformer", 1, 0.6), ("gcn", 40, 0.6)])
 def test_every_task_learns(name, epochs, floor):
     task = load_task(name)
@@ -56,7 +57,7 @@ def test_every_task_learns(name, epochs, floor):
 
 
 def test_bad_training_arguments():
-    task = load_task("mlp")
+    task = load_task("lenet300100")
     model = task.make_model()
     with pytest.raises(ConfigError, match="epochs"):
         train(model, task, epochs=-1)

@@ -41,14 +41,15 @@ class Wrapped(nn.Module):
 
 
 def test_tasks_and_user_workloads_share_one_protocol():
-    task = load_task("mlp")
+    task = load_task("lenet300100")
     tr, va = digits_loaders()
     work = hwprune.Workload(tr, va, nn.functional.cross_entropy)
     for data in (task, work):
         assert isinstance(data, WorkloadLike)
         batch = next(iter(data.calibration_batches(1, seed=3)))
         assert batch.inputs[0].shape[1:] == (1, 8, 8) and batch.targets.dtype == torch.int64
-    assert as_workload("mlp").name == "mlp"
+    assert as_workload("lenet300100").name == "lenet300100"
+    assert as_workload("mlp").name == "lenet300100"  # the former name still loads
     with pytest.raises(ConfigError, match="not int"):
         as_workload(3)
     # the same seed gives the same calibration batches from a shuffling DataLoader
@@ -168,11 +169,11 @@ def test_import_paths_resolve_or_say_why_in_one_line(tmp_path, monkeypatch):
 
 
 def test_old_and_new_prune_model_forms_agree():
-    task = load_task("mlp")
+    task = load_task("lenet300100")
     m1 = task.make_model(0)
     m2 = task.make_model(0)
     r1 = hwprune.prune_model(m1, task, pattern="2:4", finetune_epochs=0)
-    r2 = hwprune.prune_model(m2, "2:4", data="mlp", finetune_epochs=0)
+    r2 = hwprune.prune_model(m2, "2:4", data="lenet300100", finetune_epochs=0)
     assert all(np.array_equal(r1.masks[k], r2.masks[k]) for k in r1.masks)
     with pytest.raises(ConfigError, match="needs data"):
         hwprune.prune_model(m1, "2:4")

@@ -58,7 +58,7 @@ def test_build_is_deterministic_and_leaves_the_global_rng_alone():
 
 
 @pytest.mark.parametrize("name, shape", [
-    ("digits_cnn", (1, 10)), ("lenet300100", (1, 10)), ("tiny_transformer", (1, 2)),
+    ("digits_cnn", (1, 10)), ("lenet300100", (1, 10)), ("tiny_transformer", (1, 10)),
     ("gcn", (256, 4)), ("bert_layer", (1, 128, 768)),
 ])
 def test_models_run_on_their_example_inputs(name, shape):

@@ -11,7 +11,8 @@ from ..patterns import PATTERN_SYNTAX
 from .args import density, nonnegative_int, positive_int
 
 CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (Σ|w·∂L/∂w|), "
-                 "hessian (OBD ½·h·w², empirical Fisher), activation (Wanda |w|·‖x‖; channels: mean "
+                 "hessian (OBD ½·F·w², F the diagonal empirical Fisher: mean of per-sample squared "
+                 "gradients), activation (Wanda |w|·‖x‖; channels: mean "
                  "|activation|). Default: l1")
 PATTERN_HELP = (f"sparsity pattern for every weight layer: {PATTERN_SYNTAX}; any N<M; channel pruning "
                 "keeps all channels of the output layer")
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "and after, and save a checkpoint that `hwprune estimate` and `export` read.",
         epilog="examples:\n"
                "  hwprune prune digits_cnn --criterion taylor --pattern 2:4 --out cnn24.pt\n"
-               "  hwprune prune mlp --pattern unstructured:0.25 --scope global --schedule agp --steps 8 --out mlp.pt\n"
+               "  hwprune prune lenet300100 --pattern unstructured:0.25 --scope global --schedule agp --steps 8 --out lenet.pt\n"
                "  hwprune prune digits_cnn --pattern channel:0.5 --shrink --out small.pt\n"
                "  hwprune prune cnn24.pt --plan plan.json --out hybrid.pt --force\n"
                f"built-in tasks: {', '.join(task_names())}",
@@ -51,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-epochs", type=nonnegative_int, default=None,
                    help="total fine-tuning epochs shared by all rounds (default: task epochs / 4)")
     p.add_argument("--train-epochs", type=positive_int, default=None, help="epochs of the baseline training of a task")
+    p.add_argument("--row-floor", type=nonnegative_int, default=1, metavar="N",
+                   help="unstructured patterns keep at least N weights in every output row (default 1; 0: off)")
     p.add_argument("--calib-batches", type=positive_int, default=None,
                    help="calibration batches for taylor/hessian/activation (default 8, or the plan's)")
     p.add_argument("--shrink", action="store_true",
@@ -104,11 +107,21 @@ def validate(args: argparse.Namespace):
     return plan
 
 
+def _check_budget(args: argparse.Namespace, data) -> None:  # noqa: ANN001
+    """AGP events that cannot fit the fine-tune budget are refused before any training."""
+    from ..prune.schedules import check_agp_budget
+
+    if args.schedule == "agp":
+        epochs = data.finetune_epochs if args.finetune_epochs is None else args.finetune_epochs
+        spe = data.steps_per_epoch()
+        check_agp_budget(epochs * spe, args.steps or 4, steps_per_epoch=spe)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..errors import ConfigError
     from ..metrics import compare
-    from ..prune import prunable_layers, prune_model, shrink_channels
+    from ..prune import compose_patterns, prunable_layers, prune_model, shrink_channels
     from ..tasks import load_task
     from ..train import clone_model, evaluate, train_task
 
@@ -122,19 +135,27 @@ def run(args: argparse.Namespace) -> int:
         if ckpt.task is None:
             raise ConfigError(f"{source}: checkpoint records no built-in task to fine-tune on")
         task = load_task(ckpt.task)
+        _check_budget(args, task)
         model, arch, arch_kwargs = ckpt.model, ckpt.arch, ckpt.arch_kwargs
+        prior = dict(ckpt.patterns)
     else:
         task = load_task(args.source)
+        _check_budget(args, task)
         if plan is not None:  # layer names are known before training
             plan.check_layers(prunable_layers(task.make_model()))
         model, _ = train_task(task, seed=args.seed, epochs=args.train_epochs, progress=progress)
         arch, arch_kwargs = task.arch, dict(task.arch_kwargs)
+        prior = {}
     before = clone_model(model)
-    result = prune_model(model, task, criterion=args.criterion, pattern=args.pattern, plan=plan,
+    result = prune_model(model, args.pattern, data=task, criterion=args.criterion, plan=plan,
                          scope=args.scope, schedule=args.schedule, steps=args.steps,
                          finetune_epochs=args.finetune_epochs, min_density=args.min_density,
-                         calib_batches=args.calib_batches, seed=args.seed, progress=progress)
-    final, patterns = result.model, dict(result.patterns)
+                         calib_batches=args.calib_batches, row_floor=args.row_floor, seed=args.seed,
+                         progress=progress)
+    final = result.model
+    # pruning composes: layers pruned before keep their zeros, and the recorded pattern is the
+    # combination (untouched layers keep theirs)
+    patterns = {**prior, **{n: compose_patterns(prior.get(n), p) for n, p in result.patterns.items()}}
     if args.shrink:
         final = shrink_channels(result.model, task.example_inputs(2))
         patterns = {k: v for k, v in patterns.items() if v.kind != "channel"}  # now dense, smaller

@@ -10,8 +10,9 @@ from .criteria import (CRITERIA, Criterion, LayerContext, LayerStats, criterion_
                        register_criterion)
 from .engine import (SCOPES, PruneResult, Target, apply_masks, apply_patterns, collect_stats,
                      compute_scores, current_masks, global_patterns, layer_graph, make_permanent,
-                     mask_channel_followers, prunable_layers, prune_model)
-from .method import PatternPruning, as_matrix, pattern_prune
+                     mask_dead_row_followers, mask_dead_rows, per_sample_grad_sq,
+                     compose_patterns, prunable_layers, prune_model)
+from .method import PatternPruning, as_matrix, layer_mask, pattern_prune
 from .plan import PruningPlan, load_plan, plan_from_dict, save_plan
 from .schedules import SCHEDULES, agp_sparsity, at_fraction, iterative_fractions
 from .shrink import removed_channels, shrink_channels
@@ -21,8 +22,9 @@ __all__ = [
     "register_criterion",
     "SCOPES", "PruneResult", "Target", "apply_masks", "apply_patterns", "collect_stats",
     "compute_scores", "current_masks", "global_patterns", "layer_graph", "make_permanent",
-    "mask_channel_followers", "prunable_layers", "prune_model",
-    "PatternPruning", "as_matrix", "pattern_prune",
+    "mask_dead_row_followers", "mask_dead_rows", "per_sample_grad_sq", "compose_patterns",
+    "prunable_layers", "prune_model",
+    "PatternPruning", "as_matrix", "layer_mask", "pattern_prune",
     "PruningPlan", "load_plan", "plan_from_dict", "save_plan",
     "SCHEDULES", "agp_sparsity", "at_fraction", "iterative_fractions",
     "removed_channels", "shrink_channels",

@@ -11,9 +11,10 @@ Built-in criteria
 ``l2``          w² (per weight; over a channel or block the pattern sums it, giving the L2² norm)
 ``random``      uniform [0, 1), seeded per layer name
 ``taylor``      Σ_batches |w · ∂L/∂w| — first-order Taylor (Molchanov et al. 2017/2019)
-``hessian``     OBD saliency ½ · h_kk · w² (LeCun et al. 1990), with the Hessian diagonal h_kk
-                estimated by the **empirical Fisher**: the mean over calibration mini-batches of
-                (∂L/∂w)² (no second backward pass; exact for the Gauss–Newton term at a minimum)
+``hessian``     OBD saliency ½ · F_kk · w² (LeCun et al. 1990), with the Hessian diagonal
+                estimated by the diagonal **empirical Fisher** F = (1/n) Σᵢ (∂ℓᵢ/∂w)², the mean over
+                the n calibration *samples* of each sample's squared gradient (per-sample
+                gradients: ``torch.func``; not the square of the mini-batch mean gradient)
 ``activation``  weights: |w_ij| · ‖x_j‖₂ over the calibration inputs of column j (Wanda, Sun et
                 al. 2023; conv columns are the im2col columns); channels: mean |output| of the
                 channel, broadcast along K
@@ -34,18 +35,20 @@ __all__ = ["Criterion", "LayerContext", "LayerStats", "CRITERIA", "register_crit
            "get_criterion", "criterion_names", "STAT_KINDS"]
 
 #: calibration statistics a criterion may ask for
-STAT_KINDS = frozenset({"grad", "input", "output"})
+STAT_KINDS = frozenset({"grad", "fisher", "input", "output"})
 
 
 @dataclass(slots=True)
 class LayerStats:
     """Calibration statistics of one layer, accumulated over ``batches`` batches.
 
-    ``taylor``: Σ|w·g| (N×K); ``grad_sq``: Σ g² (N×K); ``input_sq``: Σ x_j² per K column;
-    ``output_abs``: Σ mean|y| per output channel (N).
+    ``taylor``: Σ_batches |w·g| (N×K); ``grad_sq``: Σ_samples gᵢ² (N×K) over ``samples``
+    per-sample gradients; ``input_sq``: Σ x_j² per K column; ``output_abs``: Σ mean|y| per
+    output channel (N).
     """
 
     batches: int = 0
+    samples: int = 0
     taylor: torch.Tensor | None = None
     grad_sq: torch.Tensor | None = None
     input_sq: torch.Tensor | None = None
@@ -138,7 +141,7 @@ def _taylor(ctx: LayerContext) -> torch.Tensor:
 
 
 def _hessian(ctx: LayerContext) -> torch.Tensor:
-    fisher = _need(ctx, "grad_sq", "hessian") / ctx.stats.batches
+    fisher = _need(ctx, "grad_sq", "hessian") / max(1, ctx.stats.samples)
     return 0.5 * fisher * ctx.weight.to(torch.float64).square()
 
 
@@ -154,7 +157,7 @@ register_criterion("l1", _l1, description="weight magnitude |w|")
 register_criterion("l2", _l2, description="squared weight w² (L2 norm over channels/blocks)")
 register_criterion("random", _random, description="uniform random, seeded (a baseline)")
 register_criterion("taylor", _taylor, needs={"grad"}, description="first-order Taylor Σ|w·∂L/∂w|")
-register_criterion("hessian", _hessian, needs={"grad"},
-                   description="OBD ½·h·w², Hessian diagonal from the empirical Fisher")
+register_criterion("hessian", _hessian, needs={"fisher"},
+                   description="OBD ½·F·w², F the diagonal empirical Fisher (mean per-sample squared gradient)")
 register_criterion("activation", _activation, needs={"input", "output"},
                    description="Wanda |w|·‖x_j‖; channels: mean |activation|")

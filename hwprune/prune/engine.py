@@ -30,17 +30,19 @@ from torch.nn.utils import prune
 from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
-from ..patterns import Channel, Dense, SparsityPattern, Unstructured, parse_pattern
+from ..patterns import NM, Channel, Dense, SparsityPattern, Unstructured, parse_pattern
 from ..train import evaluate, refresh_pruned, train
 from ..workload import WorkloadLike, as_workload, check_workload
 from .criteria import Criterion, LayerContext, LayerStats, get_criterion
 from .method import PatternPruning, as_matrix
 from .plan import PruningPlan
-from .schedules import agp_sparsity, agp_steps, at_fraction, check_schedule, iterative_fractions
+from .schedules import (agp_sparsity, agp_steps, at_fraction, check_agp_budget, check_schedule,
+                        finetune_split, iterative_fractions, nm_levels)
 
 __all__ = ["Target", "prunable_layers", "collect_stats", "compute_scores", "global_patterns",
            "apply_patterns", "current_masks", "apply_masks", "make_permanent", "prune_model",
-           "PruneResult", "SCOPES", "layer_graph", "mask_channel_followers"]
+           "PruneResult", "SCOPES", "layer_graph", "mask_dead_rows", "mask_dead_row_followers",
+           "per_sample_grad_sq", "compose_patterns"]
 
 SCOPES = ("layer", "global")
 
@@ -111,7 +113,9 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
                   *, batches: int = 8, seed: int = 0) -> dict[str, LayerStats]:
     """Accumulate the calibration statistics ``needs`` over ``batches`` calibration batches.
 
-    ``grad``: Σ|w·g| and Σg² per weight (g = ∂L/∂w on each mini-batch, the workload's loss);
+    ``grad``: Σ|w·g| per weight (g = ∂L/∂w of each mini-batch's loss, the workload's);
+    ``fisher``: Σᵢ gᵢ² per weight over the calibration samples (gᵢ = ∂ℓᵢ/∂w of sample i's own
+    loss: :func:`per_sample_grad_sq`), and the sample count;
     ``input``: Σx_j² per input column; ``output``: Σ mean|y| per output channel.
     The model is run in eval mode (batch-norm statistics untouched) and left unchanged.
     """
@@ -151,19 +155,24 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
         if parent_read and needs & {"input", "output"} else contextlib.nullcontext()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel would hide every GEMM
+    backward = bool(needs & {"grad", "fisher"})
     try:
         for batch in data.calibration_batches(batches, seed=seed):
-            with torch.enable_grad() if "grad" in needs else torch.no_grad(), watch:
-                refresh_pruned(model, grad="grad" in needs)
+            with torch.enable_grad() if backward else torch.no_grad(), watch:
+                refresh_pruned(model, grad=backward)
                 logits = data.outputs(model, batch)
                 if "grad" in needs:
                     loss = data.compute_loss(logits, batch.targets)
-                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph="fisher" in needs)
                     for name, g in zip(names, grads):
                         t, st = targets[name], stats[name]
                         g = torch.zeros_like(t.weight) if g is None else as_matrix(g.detach())
                         st.taylor = _acc(st.taylor, (t.weight * g).abs().double())
-                        st.grad_sq = _acc(st.grad_sq, g.double().square())
+                if "fisher" in needs:
+                    sq = per_sample_grad_sq(data, logits, batch.targets, params)
+                    for name, g2 in zip(names, sq):
+                        stats[name].grad_sq = _acc(stats[name].grad_sq, as_matrix(g2))
+                        stats[name].samples += int(logits.shape[0])
             for st in stats.values():
                 st.batches += 1
     finally:
@@ -173,6 +182,50 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
         refresh_pruned(model)
         model.train(was_training)
     return stats
+
+
+def per_sample_grad_sq(data: WorkloadLike, outputs: torch.Tensor, targets: torch.Tensor,
+                       params: list[torch.Tensor], *, chunk: int = 32) -> list[torch.Tensor]:
+    """Σᵢ gᵢ² per parameter, gᵢ = ∂ℓ(outputᵢ, targetᵢ)/∂θ the gradient of sample i's own loss.
+
+    The forward pass is shared: the loss gradient of each output row, ∂ℓᵢ/∂outputᵢ
+    (``torch.func.vmap(grad(...))``), is back-propagated as a batch of one-hot cotangents with
+    ``torch.autograd.grad(..., is_grads_batched=True)`` (a vmap over the backward pass), in
+    chunks of ``chunk`` samples.  Rows are samples (graph tasks: the scored nodes).  A loss or
+    model without batching rules falls back to one backward pass per sample.
+    """
+    from torch.func import grad, vmap
+
+    out = outputs.detach()
+    rows = out.shape[0]
+
+    def one(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return data.compute_loss(o.unsqueeze(0), t.unsqueeze(0))
+
+    try:
+        g_out = vmap(grad(one))(out, targets)
+    except Exception:  # noqa: BLE001 - a user loss without vmap support: one sample at a time
+        g_out = torch.stack([torch.autograd.grad(one(o.requires_grad_(), t), o)[0]
+                             for o, t in zip(out.clone(), targets)])
+    total = [torch.zeros(p.shape, dtype=torch.float64) for p in params]
+    for start in range(0, rows, chunk):
+        idx = torch.arange(start, min(rows, start + chunk))
+        ct = torch.zeros((len(idx), *out.shape), dtype=out.dtype)
+        ct[torch.arange(len(idx)), idx] = g_out[idx]
+        try:
+            gs = torch.autograd.grad(outputs, params, grad_outputs=ct, retain_graph=True,
+                                     is_grads_batched=True, allow_unused=True)
+            per = [None if g is None else g.double().square().sum(0) for g in gs]
+        except RuntimeError:  # an op without a batching rule: loop over the samples
+            per = [None] * len(params)
+            for c in ct:
+                gs = torch.autograd.grad(outputs, params, grad_outputs=c, retain_graph=True, allow_unused=True)
+                per = [a if g is None else (g.double().square() if a is None else a + g.double().square())
+                       for a, g in zip(per, gs)]
+        for acc, g2 in zip(total, per):
+            if g2 is not None:
+                acc += g2
+    return total
 
 
 def _read_by_parent(model: nn.Module, module: nn.Module) -> bool:
@@ -239,28 +292,38 @@ def compute_scores(model: nn.Module, data: WorkloadLike | None, criterion: str |
     return scores
 
 
-def global_patterns(scores: Mapping[str, torch.Tensor], density: float, *, min_density: float = 0.02
-                    ) -> dict[str, Unstructured]:
-    """One threshold across layers (with a per-layer floor) → a per-layer unstructured density.
+def global_patterns(scores: Mapping[str, torch.Tensor], density: float, *, min_density: float = 0.02,
+                    row_floor: int = 1) -> dict[str, Unstructured]:
+    """One threshold across layers (with per-layer and per-row floors) → per-layer densities.
 
-    Every layer first keeps its ``⌈min_density·size⌉`` best entries; the remaining budget of
-    ``round(density·total)`` goes to the highest scores anywhere.  Ties break by layer order
-    then position, deterministically.
+    Every layer first keeps its best ``row_floor`` entries of each row and at least its
+    ``⌈min_density·size⌉`` best entries; the remaining budget of ``round(density·total)`` goes
+    to the highest scores anywhere.  Ties break by layer order then position, deterministically.
+    With the same ``row_floor``, :func:`~hwprune.prune.method.layer_mask` of each layer's
+    density then keeps exactly the entries this ranking chose.
     """
     if not 0.0 < min_density <= 1.0:
         raise ConfigError(f"per-layer minimum density must lie in (0, 1], not {min_density!r}")
     names = list(scores)
-    sizes = {n: scores[n].numel() for n in names}
+    mats = {n: scores[n].detach().double().cpu().numpy().reshape(scores[n].shape[0], -1) for n in names}
+    sizes = {n: mats[n].size for n in names}
     total = sum(sizes.values())
     target = max(1, round(density * total))
-    floors = {n: min(sizes[n], max(1, math.ceil(min_density * sizes[n]))) for n in names}
+    floors = {n: min(sizes[n], max(1, math.ceil(min_density * sizes[n]),
+                                   mats[n].shape[0] * min(row_floor, mats[n].shape[1])))
+              for n in names}
     budget = target - sum(floors.values())
     if budget < 0:
         raise ConfigError(f"global density {density:g} is below the per-layer floor {min_density:g} "
-                          f"({sum(floors.values())} weights kept by the floor alone)")
+                          f"({sum(floors.values())} weights kept by the floors alone)")
     rest, owner = [], []
     for i, n in enumerate(names):
-        flat = np.sort(scores[n].detach().double().cpu().numpy().ravel(), kind="stable")[::-1]
+        s = mats[n]
+        # the row floor's entries come first, then the layer's best: its floor takes the head
+        rank = np.argsort(np.argsort(-s, axis=1, kind="stable"), axis=1, kind="stable")
+        priority = np.where(rank < row_floor, np.inf, s).ravel()
+        order = np.argsort(-priority, kind="stable")
+        flat = s.ravel()[order]
         rest.append(flat[floors[n]:])
         owner.append(np.full(flat.size - floors[n], i))
     keep = {n: floors[n] for n in names}
@@ -275,44 +338,71 @@ def global_patterns(scores: Mapping[str, torch.Tensor], density: float, *, min_d
 
 def apply_patterns(targets: Mapping[str, Target], patterns: Mapping[str, SparsityPattern],
                    scores: Mapping[str, torch.Tensor],
-                   followers: Mapping[str, list[tuple[nn.Module, str]]] | None = None) -> None:
+                   followers: Mapping[str, list[tuple[nn.Module, str]]] | None = None, *,
+                   row_floor: int = 1) -> None:
     """Prune each layer to its pattern with :class:`PatternPruning` (torch.nn.utils.prune).
 
-    For channel patterns the removed channels' bias and the batch-norm that reads the layer
-    (``followers``) are masked too, so a removed channel outputs exactly zero — what physical
-    shrinking computes.
+    Pruning composes: a layer pruned before keeps every earlier zero (new mask = old AND new).
+    Unstructured patterns keep ``row_floor`` weights per live output row.  Any output row left
+    all-zero (a removed channel, whatever pattern removed it) gets its bias and the batch-norm
+    that reads the layer (``followers``) masked too (:func:`mask_dead_rows`), so it outputs
+    exactly zero — what physical shrinking computes — instead of a constant BN would amplify.
     """
     for name, pat in patterns.items():
         t = targets[name]
         w = getattr(t.module, t.param)
-        PatternPruning.apply(t.module, t.param, pat, importance_scores=scores[name].reshape(w.shape))
-        if isinstance(pat, Channel):
-            rows = as_matrix(getattr(t.module, t.param + "_mask")).any(dim=1).to(w.dtype)
-            extra = [(t.module, "bias")] if getattr(t.module, "bias", None) is not None and t.param == "weight" else []
-            for module, pname in extra + list((followers or {}).get(name, [])):
-                if getattr(module, pname, None) is not None:
-                    prune.custom_from_mask(module, pname, rows.reshape(getattr(module, pname).shape))
+        PatternPruning.apply(t.module, t.param, pat, importance_scores=scores[name].reshape(w.shape),
+                             row_floor=row_floor)
+        mask_dead_rows(t, (followers or {}).get(name, []))
 
 
-def mask_channel_followers(model: nn.Module, names: list[str], example_inputs: tuple[torch.Tensor, ...]) -> None:
-    """Mask the bias and following batch-norm of removed channels of the layers ``names``.
+def mask_dead_rows(target: Target, followers: list[tuple[nn.Module, str]] = ()) -> bool:
+    """Mask the bias and ``followers`` (batch-norm weight and bias) of ``target``'s all-zero rows.
 
-    Used when masks are re-applied from a file (checkpoints), so a removed channel stays
-    exactly zero through further fine-tuning, as :func:`apply_patterns` arranges when pruning.
+    The one place a removed output channel's other parameters are zeroed, with
+    ``torch.nn.utils.prune.custom_from_mask`` (so they stay zero through fine-tuning, and a
+    second call only removes more).  Returns whether any row is all-zero.
+    """
+    mask = getattr(target.module, target.param + "_mask", None)
+    if mask is None:
+        return False
+    rows = as_matrix(mask).any(dim=1)
+    if bool(rows.all()):
+        return False
+    w = getattr(target.module, target.param)
+    own = [(target.module, "bias")] if target.param == "weight" else []
+    for module, pname in own + list(followers):
+        p = getattr(module, pname, None)
+        if p is not None and p.shape[:1] == rows.shape:
+            prune.custom_from_mask(module, pname, rows.to(w.dtype).reshape(p.shape))
+    return True
+
+
+def mask_dead_row_followers(model: nn.Module, names: list[str] | None,
+                            example_inputs: tuple[torch.Tensor, ...]) -> None:
+    """:func:`mask_dead_rows` for the layers ``names`` (default: every masked layer) of ``model``.
+
+    Used when masks are re-applied from a file (checkpoints), so a removed row stays exactly
+    zero through further fine-tuning, as :func:`apply_patterns` arranges when pruning.
     """
     targets = prunable_layers(model)
     _, followers = layer_graph(model, example_inputs, targets)
-    for name in names:
-        t = targets[name]
-        mask = getattr(t.module, t.param + "_mask", None)
-        if mask is None:
-            continue
-        w = getattr(t.module, t.param)
-        rows = as_matrix(mask).any(dim=1).to(w.dtype)
-        extra = [(t.module, "bias")] if t.param == "weight" and getattr(t.module, "bias", None) is not None else []
-        for module, pname in extra + list(followers.get(name, [])):
-            if getattr(module, pname, None) is not None:
-                prune.custom_from_mask(module, pname, rows.reshape(getattr(module, pname).shape))
+    for name in targets if names is None else names:
+        mask_dead_rows(targets[name], followers.get(name, []))
+
+
+def compose_patterns(old: SparsityPattern | None, new: SparsityPattern) -> SparsityPattern:
+    """The pattern to record for a layer pruned to ``old`` and then to ``new``.
+
+    The mask is the AND of both; what the array needs to know is the issue width, which the
+    tighter N:M pattern sets (whole zero rows are packed out from the mask itself, see
+    :mod:`hwprune.schedule`).  So: the N:M pattern of lower density if either is N:M, else
+    ``new``.  The full sequence is kept in :attr:`PruneResult.history`.
+    """
+    nms = [p for p in (old, new) if isinstance(p, NM)]
+    if nms:
+        return min(nms, key=lambda p: (p.density, p.m))
+    return new
 
 
 def current_masks(model: nn.Module, targets: Mapping[str, Target] | None = None) -> dict[str, np.ndarray]:
@@ -400,6 +490,10 @@ class PruneResult:
     steps: int
     finetune_epochs: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: optimizer steps of fine-tuning after each prune round (the budget's split)
+    finetune_steps: list[int] = field(default_factory=list)
+    #: decisions the engine took that the caller should know (e.g. rounds capped)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def density(self) -> float:
@@ -413,7 +507,8 @@ class PruneResult:
                 "steps": self.steps, "finetune_epochs": self.finetune_epochs,
                 "patterns": {k: str(v) for k, v in self.patterns.items()},
                 "layer_density": {k: float(m.mean()) for k, m in self.masks.items()},
-                "density": self.density, "history": list(self.history)}
+                "density": self.density, "history": list(self.history),
+                "finetune_steps": list(self.finetune_steps), "notes": list(self.notes)}
 
 
 def _resolve_patterns(targets: Mapping[str, Target], order: list[str],
@@ -443,8 +538,12 @@ def prune_model(model: nn.Module, what: Any = None, /, data: WorkloadLike | str 
                 plan: PruningPlan | None = None, scope: str = "layer", schedule: str = "oneshot",
                 steps: int | None = None, finetune_epochs: int | None = None,
                 min_density: float = 0.02, calib_batches: int = 8, lr: float | None = None,
-                seed: int = 0, progress: bool = False) -> PruneResult:
+                row_floor: int = 1, seed: int = 0, progress: bool = False) -> PruneResult:
     """Prune ``model`` in place to ``pattern`` (or a per-layer ``plan``) and fine-tune it.
+
+    Pruning composes: a model pruned before keeps every earlier zero, the new pattern chooses
+    among the survivors, and :attr:`PruneResult.patterns` records the combination
+    (:func:`compose_patterns`).
 
     ``prune_model(model, "2:4", data=workload)``; the older form ``prune_model(model, task,
     pattern="2:4")`` (data second) is accepted too.
@@ -469,13 +568,20 @@ def prune_model(model: nn.Module, what: Any = None, /, data: WorkloadLike | str 
         ``global`` (unstructured only) ranks all layers' scores against one threshold, every
         layer keeping at least ``min_density``.
     schedule : ``"oneshot"``, ``"iterative"`` or ``"agp"``
-        iterative rounds keep the overall density d^(i/k); AGP prunes during fine-tuning on the
-        cubic schedule, reaching the final sparsity after 3/4 of the fine-tuning steps.
+        iterative rounds keep the overall density d^(i/k), N:M layers stepping through distinct
+        levels (rounds are capped at M − N, with a note), and fine-tune after each round, the
+        final model getting half of the budget (:func:`~hwprune.prune.schedules.finetune_split`);
+        AGP prunes during fine-tuning on the cubic schedule, reaching the final sparsity after
+        3/4 of the fine-tuning steps (refused with the minimum epochs if they cannot fit).
     steps : int, optional
         Prune rounds (iterative) or pruning events (agp); default 1 for oneshot, else 4.
     finetune_epochs : int, optional
         Total fine-tuning budget, shared by all rounds; default ``data.finetune_epochs`` (a
         task: a quarter of its training epochs).  0 prunes without fine-tuning.
+    row_floor : int
+        Unstructured patterns (layer or global scope) keep at least this many weights in every
+        live output row (default 1; 0 turns the floor off).  Rows left all-zero by any pattern
+        get their bias and following batch-norm masked (:func:`mask_dead_rows`).
     lr : float, optional
         Fine-tuning learning rate; default ``data.finetune_lr``.
     seed : int
@@ -486,15 +592,17 @@ def prune_model(model: nn.Module, what: Any = None, /, data: WorkloadLike | str 
     pattern, data = _pattern_and_data(what, pattern, data)
     run = _check_run(data, criterion=criterion, scope=scope, schedule=schedule, steps=steps,
                      finetune_epochs=finetune_epochs, lr=lr, min_density=min_density,
-                     calib_batches=calib_batches, seed=seed, progress=progress)
+                     calib_batches=calib_batches, row_floor=row_floor, seed=seed, progress=progress)
     targets = prunable_layers(model)
     check_workload(model, data)
     order, followers = layer_graph(model, data.example_inputs(2), targets)
     finals = _resolve_patterns(targets, order, pattern, plan)
     global_density = _global_density(run.scope, finals, custom=plan is not None or isinstance(pattern, Mapping))
+    if run.schedule == "agp":
+        check_agp_budget(run.epochs * data.steps_per_epoch(), run.steps, steps_per_epoch=data.steps_per_epoch())
     session = _Session(model, data, run, targets, followers, finals, global_density,
                        PruneResult(model, dict(finals), {}, run.criterion.name, run.scope, run.schedule,
-                                   run.steps, run.epochs))
+                                   run.steps, run.epochs), _prior_patterns(targets))
     _RUNNERS[run.schedule](session)
     refresh_pruned(model)
     session.result.masks = current_masks(model, targets)
@@ -515,6 +623,7 @@ class _Run:
     lr: float
     min_density: float
     calib_batches: int
+    row_floor: int
     seed: int
     progress: bool
 
@@ -537,7 +646,7 @@ def _pattern_and_data(what: Any, pattern: Any, data: Any) -> tuple[Any, Workload
 
 def _check_run(data: WorkloadLike, *, criterion: str | Criterion, scope: str, schedule: str,
                steps: int | None, finetune_epochs: int | None, lr: float | None, min_density: float,
-               calib_batches: int, seed: int, progress: bool) -> _Run:
+               calib_batches: int, row_floor: int, seed: int, progress: bool) -> _Run:
     """Validate every setting before any work (errors name the bad value)."""
     crit = get_criterion(criterion)
     if scope not in SCOPES:
@@ -552,7 +661,9 @@ def _check_run(data: WorkloadLike, *, criterion: str | Criterion, scope: str, sc
     lr = data.finetune_lr if lr is None else lr
     if isinstance(calib_batches, bool) or not isinstance(calib_batches, int) or calib_batches < 1:
         raise ConfigError(f"calibration batches must be a positive integer, not {calib_batches!r}")
-    return _Run(crit, scope, schedule, steps, epochs, lr, min_density, calib_batches, seed, progress)
+    if isinstance(row_floor, bool) or not isinstance(row_floor, int) or row_floor < 0:
+        raise ConfigError(f"row floor must be a non-negative integer, not {row_floor!r}")
+    return _Run(crit, scope, schedule, steps, epochs, lr, min_density, calib_batches, row_floor, seed, progress)
 
 
 def _global_density(scope: str, finals: Mapping[str, SparsityPattern], *, custom: bool) -> float | None:
@@ -564,6 +675,20 @@ def _global_density(scope: str, finals: Mapping[str, SparsityPattern], *, custom
         raise ConfigError(f"global scope ranks one unstructured density across layers, not "
                           f"{', '.join(sorted({str(p) for p in finals.values()})) or 'a plan'}")
     return next(iter(finals.values())).density if finals else 1.0
+
+
+def _prior_patterns(targets: Mapping[str, Target]) -> dict[str, SparsityPattern]:
+    """Patterns earlier :class:`PatternPruning` calls left on each layer, composed in order."""
+    out: dict[str, SparsityPattern] = {}
+    for name, t in targets.items():
+        for hook in t.module._forward_pre_hooks.values():
+            if getattr(hook, "_tensor_name", None) != t.param:
+                continue
+            methods = hook._pruning_methods if isinstance(hook, prune.PruningContainer) else (hook,)
+            for m in methods:
+                if isinstance(m, PatternPruning):
+                    out[name] = compose_patterns(out.get(name), m.pattern)
+    return out
 
 
 @dataclass(slots=True)
@@ -578,30 +703,31 @@ class _Session:
     finals: dict[str, SparsityPattern]
     global_density: float | None
     result: PruneResult
+    prior: dict[str, SparsityPattern] = field(default_factory=dict)
 
-    def prune_to(self, fraction: float, where: dict[str, Any]) -> None:
-        """Prune every layer to ``fraction`` of its final sparsity and record the event."""
+    def prune_to(self, fraction: float, where: dict[str, Any], *, progress: float | None = None) -> None:
+        """Prune every layer to ``fraction`` of its final sparsity (N:M: level ``progress``)."""
         if not self.finals:
             return
         run = self.run
-        pats = {n: at_fraction(p, fraction) for n, p in self.finals.items()}
+        pats = {n: at_fraction(p, fraction, progress=progress) for n, p in self.finals.items()}
         scores = compute_scores(self.model, self.data, run.criterion, pats, seed=run.seed + len(self.result.history),
                                 calib_batches=run.calib_batches, targets=self.targets)
         if self.global_density is not None:
             pats = global_patterns(scores, 1.0 - fraction * (1.0 - self.global_density),
-                                   min_density=run.min_density)
-        apply_patterns(self.targets, pats, scores, self.followers)
+                                   min_density=run.min_density, row_floor=run.row_floor)
+        apply_patterns(self.targets, pats, scores, self.followers, row_floor=run.row_floor)
         masks = current_masks(self.model, self.targets)
         kept = sum(int(m.sum()) for m in masks.values())
-        self.result.patterns = pats
+        self.result.patterns = {n: compose_patterns(self.prior.get(n), p) for n, p in pats.items()}
         self.result.history.append({**where, "fraction": round(fraction, 6),
+                                    "patterns": {n: str(p) for n, p in pats.items()},
                                     "density": kept / max(1, sum(m.size for m in masks.values()))})
 
-    def finetune(self, epochs: int, *, seed: int, description: str,
-                 on_step: Any = None) -> None:
+    def finetune(self, *, steps: int | None = None, seed: int, description: str, on_step: Any = None) -> None:
         run = self.run
-        train(self.model, self.data, epochs=epochs, lr=run.lr, seed=seed, progress=run.progress,
-              description=description, on_step=on_step)
+        train(self.model, self.data, epochs=run.epochs, steps=steps, lr=run.lr, seed=seed,
+              progress=run.progress, description=description, on_step=on_step)
 
     def final_density(self) -> float:
         if self.global_density is not None:
@@ -613,34 +739,39 @@ class _Session:
 
 def _run_oneshot(s: _Session) -> None:
     s.prune_to(1.0, {"round": 1})
-    s.finetune(s.run.epochs, seed=s.run.seed, description="fine-tune")
+    s.result.finetune_steps = [s.run.epochs * s.data.steps_per_epoch()]
+    s.finetune(seed=s.run.seed, description="fine-tune")
 
 
 def _run_iterative(s: _Session) -> None:
-    steps, epochs = s.run.steps, s.run.epochs
+    steps = s.run.steps
+    levels = [lv for lv in (nm_levels(p) for p in s.finals.values()) if lv is not None]
+    if levels and steps > min(levels):
+        s.result.notes.append(f"iterative: {steps} rounds capped at {min(levels)}, the number of distinct "
+                              f"N:M levels of {', '.join(sorted({str(p) for p in s.finals.values() if isinstance(p, NM)}))}")
+        steps = s.result.steps = min(levels)
+    split = finetune_split(s.run.epochs * s.data.steps_per_epoch(), steps)
+    s.result.finetune_steps = split
     for i, frac in enumerate(iterative_fractions(steps, s.final_density())):
-        s.prune_to(frac, {"round": i + 1})
-        share = epochs // steps + (1 if i >= steps - epochs % steps else 0)  # later rounds first
-        s.finetune(share, seed=s.run.seed + i, description=f"fine-tune {i + 1}/{steps}")
+        s.prune_to(frac, {"round": i + 1}, progress=(i + 1) / steps)
+        s.finetune(steps=split[i], seed=s.run.seed + i, description=f"fine-tune {i + 1}/{steps}")
+        s.result.history[-1]["finetune_steps"] = split[i]
         s.result.history[-1]["val_accuracy"] = evaluate(s.model, s.data, "val")
 
 
 def _run_agp(s: _Session) -> None:
     steps = s.run.steps
     total = s.run.epochs * s.data.steps_per_epoch()
-    t0, dt = agp_steps(total, steps)
-    done = {"j": 0}
+    t0, dt = agp_steps(total, steps)  # validated in prune_model: every event fits before the end
+    s.result.finetune_steps = [total]
 
     def on_step(t: int) -> None:
         j = (t - t0) // dt
-        if t >= t0 and (t - t0) % dt == 0 and 1 <= j <= steps and j > done["j"]:
-            done["j"] = j
+        if t > t0 and (t - t0) % dt == 0 and 1 <= j <= steps:
             frac = agp_sparsity(t, s_i=0.0, s_f=1.0, t0=t0, n=steps, dt=dt)
             s.prune_to(min(1.0, frac), {"round": j, "step": t})
 
-    s.finetune(s.run.epochs, seed=s.run.seed, description="fine-tune (AGP)", on_step=on_step)
-    if done["j"] < steps:  # budget too short for every event: finish at the final sparsity
-        s.prune_to(1.0, {"round": steps, "step": total})
+    s.finetune(seed=s.run.seed, description="fine-tune (AGP)", on_step=on_step)
 
 
 #: schedule name → runner (one per entry of SCHEDULES)

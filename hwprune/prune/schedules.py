@@ -2,7 +2,9 @@
 
 * ``oneshot`` — prune once to the final pattern, then fine-tune.
 * ``iterative`` — k prune → fine-tune rounds; round i keeps density d_f^(i/k) (each round removes
-  the same share of what is left).
+  the same share of what is left); N:M layers step through k *distinct* levels (at most M − N
+  rounds); the fine-tune budget goes mostly to later rounds, half of it to the final model
+  (:func:`finetune_split`).
 * ``agp`` — automated gradual pruning (Zhu & Gupta 2017): during fine-tuning, at steps
   t = t0 + jΔt (j = 1 … n), sparsity s_t = s_f + (s_i − s_f)(1 − (t − t0)/(nΔt))³.
 
@@ -13,11 +15,16 @@ step (unstructured/block/channel densities interpolate; N:M moves N from M down 
 
 from __future__ import annotations
 
+import math
+
 from ..errors import ConfigError
 from ..patterns import NM, Block, Channel, Dense, SparsityPattern, Unstructured
 
 __all__ = ["SCHEDULES", "agp_sparsity", "agp_steps", "iterative_fractions", "at_fraction",
-           "check_schedule"]
+           "check_schedule", "finetune_split", "nm_levels", "check_agp_budget", "AGP_END"]
+
+#: AGP reaches the final sparsity after this fraction of the fine-tuning steps
+AGP_END = 0.75
 
 SCHEDULES = ("oneshot", "iterative", "agp")
 
@@ -37,12 +44,48 @@ def agp_sparsity(t: float, *, s_i: float, s_f: float, t0: float, n: int, dt: flo
     return s_f + (s_i - s_f) * (1.0 - progress) ** 3
 
 
-def agp_steps(total_steps: int, n: int, *, end: float = 0.75) -> tuple[int, int]:
-    """(t0, Δt) spreading n pruning events over the first ``end`` of ``total_steps``."""
-    if total_steps < 1:
-        return 0, 1
-    dt = max(1, int(total_steps * end) // n)
-    return 0, dt
+def agp_steps(total_steps: int, n: int, *, end: float = AGP_END) -> tuple[int, int]:
+    """(t0, Δt) spreading n pruning events over the first ``end`` of ``total_steps``.
+
+    Event j (1 … n) fires before optimizer step t0 + jΔt ≤ ``end``·total, so every event is
+    followed by fine-tuning; :func:`check_agp_budget` refuses budgets too short for that.
+    """
+    check_agp_budget(total_steps, n, end=end)
+    return 0, int(total_steps * end) // n
+
+
+def check_agp_budget(total_steps: int, n: int, *, end: float = AGP_END, steps_per_epoch: int | None = None) -> None:
+    """ConfigError naming the minimum fine-tune epochs when n AGP events cannot all fit
+    (one optimizer step apart, the last one at ``end`` of the budget, fine-tuning after it)."""
+    if int(total_steps * end) >= n:
+        return
+    need = math.ceil(n / end)
+    if steps_per_epoch:
+        raise ConfigError(f"AGP with {n} pruning events needs at least {math.ceil(need / steps_per_epoch)} "
+                          f"fine-tune epoch(s) ({need} optimizer steps at {steps_per_epoch} per epoch), "
+                          f"not {total_steps // steps_per_epoch}; give more epochs or fewer steps")
+    raise ConfigError(f"AGP with {n} pruning events needs at least {need} optimizer steps, not {total_steps}")
+
+
+def finetune_split(total_steps: int, rounds: int) -> list[int]:
+    """Optimizer steps of fine-tuning after each of ``rounds`` prune rounds.
+
+    The final model gets half of the budget (it is what is deployed); the other half is shared
+    by the earlier rounds in proportion 1 : 2 : … : k−1 (later, sparser models need more).
+    One round takes everything.  Integer steps, summing to ``total_steps``.
+    """
+    if rounds <= 1:
+        return [total_steps]
+    final = total_steps - total_steps // 2
+    weights = list(range(1, rounds))
+    early = [total_steps // 2 * w // sum(weights) for w in weights]
+    early[-1] += total_steps // 2 - sum(early)
+    return early + [final]
+
+
+def nm_levels(pattern: SparsityPattern) -> int | None:
+    """Distinct N:M levels below dense an N:M pattern can step through (M − N), else None."""
+    return pattern.m - pattern.n if isinstance(pattern, NM) else None
 
 
 def iterative_fractions(steps: int, density: float | None = None) -> list[float]:
@@ -57,16 +100,21 @@ def iterative_fractions(steps: int, density: float | None = None) -> list[float]
     return [(1.0 - density ** (i / steps)) / (1.0 - density) for i in range(1, steps + 1)]
 
 
-def at_fraction(pattern: SparsityPattern, fraction: float) -> SparsityPattern:
-    """The pattern that removes ``fraction`` of what ``pattern`` removes (1.0 → ``pattern``)."""
+def at_fraction(pattern: SparsityPattern, fraction: float, *, progress: float | None = None) -> SparsityPattern:
+    """The pattern that removes ``fraction`` of what ``pattern`` removes (1.0 → ``pattern``).
+
+    N:M moves N from M down to N by ``progress`` (default ``fraction``): the iterative schedule
+    passes i/k so that k ≤ M − N rounds give k distinct levels.
+    """
     if not 0.0 <= fraction <= 1.0:
         raise ConfigError(f"schedule fraction must lie in [0, 1], not {fraction!r}")
+    if isinstance(pattern, NM):
+        p = fraction if progress is None else progress
+        n = pattern.n + round((1.0 - p) * (pattern.m - pattern.n))
+        return NM(n, pattern.m)
     if fraction >= 1.0 or isinstance(pattern, Dense):
         return pattern
     density = 1.0 - fraction * (1.0 - pattern.density)
-    if isinstance(pattern, NM):
-        n = pattern.n + round((1.0 - fraction) * (pattern.m - pattern.n))
-        return NM(n, pattern.m)
     if isinstance(pattern, Unstructured):
         return Unstructured(density)
     if isinstance(pattern, Block):
