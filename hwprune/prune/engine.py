@@ -747,8 +747,9 @@ def _run_iterative(s: _Session) -> None:
     steps = s.run.steps
     levels = [lv for lv in (nm_levels(p) for p in s.finals.values()) if lv is not None]
     if levels and steps > min(levels):
+        nm = ", ".join(sorted({str(p) for p in s.finals.values() if isinstance(p, NM)}))
         s.result.notes.append(f"iterative: {steps} rounds capped at {min(levels)}, the number of distinct "
-                              f"N:M levels of {', '.join(sorted({str(p) for p in s.finals.values() if isinstance(p, NM)}))}")
+                              f"N:M levels of {nm}")
         steps = s.result.steps = min(levels)
     split = finetune_split(s.run.epochs * s.data.steps_per_epoch(), steps)
     s.result.finetune_steps = split
