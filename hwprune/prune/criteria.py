@@ -42,15 +42,17 @@ STAT_KINDS = frozenset({"grad", "fisher", "input", "output"})
 class LayerStats:
     """Calibration statistics of one layer, accumulated over ``batches`` batches.
 
-    ``taylor``: Σ_batches |w·g| (N×K); ``grad_sq``: Σ_samples gᵢ² (N×K) over ``samples``
-    per-sample gradients; ``input_sq``: Σ x_j² per K column; ``output_abs``: Σ mean|y| per
-    output channel (N).
+    ``taylor``: Σ_batches |w·g| (N×K); ``grad_sq``: Σ_batches g² of the mini-batch gradient
+    (N×K); ``fisher``: Σ_samples gᵢ² (N×K) over ``samples`` per-sample gradients (the empirical
+    Fisher's numerator); ``input_sq``: Σ x_j² per K column; ``output_abs``: Σ mean|y| per output
+    channel (N).
     """
 
     batches: int = 0
     samples: int = 0
     taylor: torch.Tensor | None = None
     grad_sq: torch.Tensor | None = None
+    fisher: torch.Tensor | None = None
     input_sq: torch.Tensor | None = None
     output_abs: torch.Tensor | None = None
 
@@ -141,7 +143,7 @@ def _taylor(ctx: LayerContext) -> torch.Tensor:
 
 
 def _hessian(ctx: LayerContext) -> torch.Tensor:
-    fisher = _need(ctx, "grad_sq", "hessian") / max(1, ctx.stats.samples)
+    fisher = _need(ctx, "fisher", "hessian") / max(1, ctx.stats.samples)
     return 0.5 * fisher * ctx.weight.to(torch.float64).square()
 
 

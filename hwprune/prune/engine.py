@@ -113,7 +113,7 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
                   *, batches: int = 8, seed: int = 0) -> dict[str, LayerStats]:
     """Accumulate the calibration statistics ``needs`` over ``batches`` calibration batches.
 
-    ``grad``: Σ|w·g| per weight (g = ∂L/∂w of each mini-batch's loss, the workload's);
+    ``grad``: Σ|w·g| and Σg² per weight (g = ∂L/∂w of each mini-batch's loss, the workload's);
     ``fisher``: Σᵢ gᵢ² per weight over the calibration samples (gᵢ = ∂ℓᵢ/∂w of sample i's own
     loss: :func:`per_sample_grad_sq`), and the sample count;
     ``input``: Σx_j² per input column; ``output``: Σ mean|y| per output channel.
@@ -168,10 +168,11 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
                         t, st = targets[name], stats[name]
                         g = torch.zeros_like(t.weight) if g is None else as_matrix(g.detach())
                         st.taylor = _acc(st.taylor, (t.weight * g).abs().double())
+                        st.grad_sq = _acc(st.grad_sq, g.double().square())
                 if "fisher" in needs:
                     sq = per_sample_grad_sq(data, logits, batch.targets, params)
                     for name, g2 in zip(names, sq):
-                        stats[name].grad_sq = _acc(stats[name].grad_sq, as_matrix(g2))
+                        stats[name].fisher = _acc(stats[name].fisher, as_matrix(g2))
                         stats[name].samples += int(logits.shape[0])
             for st in stats.values():
                 st.batches += 1
