@@ -10,6 +10,10 @@ Prints one JSON object:
   (bit-exact and cycle-exact against the cost model) and the speedups;
 * ``gemm512_16x16p``: the same three runs on the fold-pipelined ``os16x16p`` (``fold_overlap``:
   a fold starts K′ + max(R, C − 1) cycles after the previous one instead of K′ + R + C − 2);
+* ``build_seconds``: Verilog generation and Verilator compile of os16x16 (2:4) with the preset's
+  SRAMs and with 2 MiB SRAMs, in a fresh cache (Verilator's runtime objects, compiled once per
+  installation, copied in from the shared cache): the memories are hand-written ``$readmemh``
+  RAMs without contents, so neither figure grows with the SRAM size;
 * ``yosys``: generic ``synth`` cell counts of the dense and 2:4 8×8 designs (array + controller;
   memories excluded) and effective (dense-equivalent) MACs per cycle per 1,000 cells.
 
@@ -61,13 +65,38 @@ def build(array, slots, compile_log, label):
     compile_log[f"{label} (wall incl. Verilog)"] = round(time.perf_counter() - t0, 1)
 
 
+def build_times(array, slots):
+    """Generation and compile seconds of one design in a fresh cache (runtime objects reused)."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    runtime = vl.cache_dir() / f"runtime-{vl.toolchain().key}"
+    with tempfile.TemporaryDirectory(prefix="hwprune-bench-") as tmp:
+        if runtime.is_dir():
+            shutil.copytree(runtime, Path(tmp) / "verilator" / runtime.name)
+        old = os.environ.get("HWPRUNE_CACHE")
+        os.environ["HWPRUNE_CACHE"] = tmp
+        try:
+            b = vl.build(array, slots)
+        finally:
+            if old is None:
+                del os.environ["HWPRUNE_CACHE"]
+            else:
+                os.environ["HWPRUNE_CACHE"] = old
+    return {"verilog_seconds": round(b.verilog_seconds, 2),
+            "verilator_compile_seconds": round(b.compile_seconds - b.verilog_seconds, 2),
+            "total_seconds": round(b.compile_seconds, 2), "runtime_reused": runtime.is_dir()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller layers, no 16×16 512³ runs")
     ap.add_argument("--no-yosys", action="store_true", help="skip the synthesis statistics")
     ap.add_argument("--out", help="also write the JSON here")
-    ap.add_argument("--sections", default="same,large,gemm,yosys",
-                    help="comma-separated subset of: same, large, gemm, yosys (default: all)")
+    ap.add_argument("--sections", default="build,same,large,gemm,yosys",
+                    help="comma-separated subset of: build, same, large, gemm, yosys (default: all)")
     args = ap.parse_args(argv)
     sections = set(args.sections.split(","))
 
@@ -75,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     compile_log: dict[str, float] = {}
     a8, a16 = load_array("os8x8"), load_array("os16x16")
     p24, p14, dense = NM(2, 4), NM(1, 4), Dense()
+
+    # -- build time vs SRAM size -----------------------------------------------------------------
+    if "build" in sections:
+        kib = 2048
+        out["build_seconds"] = {
+            "os16x16": build_times(a16, 2),
+            f"os16x16, {kib} KiB SRAMs": build_times(a16.replace(weight_sram_kib=kib, act_sram_kib=kib,
+                                                                  out_sram_kib=kib), 2)}
 
     # -- the same 2:4 layer through both back ends -------------------------------------------
     same = {}

@@ -34,7 +34,7 @@ from .errors import ConfigError, ExportError, UnsupportedLayerError
 from .io import write_bytes, write_text
 from .ir import LayerSpec
 from .patterns import SparsityPattern
-from .schedule import Schedule, make_schedule
+from .schedule import Fold, Schedule, make_schedule
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -272,6 +272,31 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
     UnsupportedLayerError
         When the layer does not fit the memories sized by the array config.
     """
+    w, x = _operands(layer, weights, acts, array)
+    sched = make_schedule(layer, array, pattern, w != 0)
+    mm = memory_map(array, sched.slots)
+    columns = _column_channels(sched, layer.n_per_group, mm.cols)
+    tiles = _weight_tiles(layer, w, sched, mm, columns)
+    a_block = sched.k_groups if not mm.dense else layer.K
+    _check_fits(layer, array, mm, {"weights": tiles.slots, "acts": layer.groups * sched.row_tiles * a_block,
+                                   "desc": sched.folds_count, "outputs": sched.folds_count * mm.rows})
+    expected = reference_outputs(w, x, layer.groups, array.acc_bits)
+    words = {
+        "weights": mm["weights"].pack(np.stack([tiles.values, tiles.index], axis=2)),
+        "stream": mm["stream"].pack(tiles.offsets[:, None]),
+        "acts": mm["acts"].pack(_activation_words(layer, x, sched, mm)),
+        "desc": mm["desc"].pack(_descriptors(sched, tiles.base, a_block)[:, None, :]),
+        "outputs": mm["outputs"].pack(_output_words(sched, mm, _pad_outputs(sched, mm, expected, columns))),
+    }
+    meta = {"layer": layer.name, "M": layer.M, "K": layer.K, "N": layer.N, "groups": layer.groups,
+            "slots": mm.slots, "group_size": mm.group_size, "folds": sched.folds_count,
+            "pattern": str(pattern) if pattern is not None else None}
+    return LayerImages(layer.name, sched, mm, words, expected, meta)
+
+
+def _operands(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray,
+              array: ArrayConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Checked int64 operands: weights N×K, activations (groups, M, K)."""
     if not layer.has_weights:
         raise UnsupportedLayerError(f"{layer.name}: activation×activation matmuls have no weight "
                                     "memory image; simulate them as a GEMM with --gemm")
@@ -284,101 +309,139 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
     if x.shape != (layer.groups, layer.M, layer.K):
         raise ConfigError(f"{layer.name}: activations of shape {x.shape} are not "
                           f"(groups, M, K) = {(layer.groups, layer.M, layer.K)}")
-    sched = make_schedule(layer, array, pattern, w != 0)
-    mm = memory_map(array, sched.slots)
-    R, C, Mg, S = mm.rows, mm.cols, mm.group_size, mm.slots
-    kg_n = sched.k_groups
-    kpad = kg_n * Mg
-    npg = layer.n_per_group
-    expected = reference_outputs(w, x, layer.groups, array.acc_bits)
+    return w, x
 
-    # weight tiles, in the order the folds first use them
-    w_values, w_index, stream, tile_base = [], [], [], {}
-    a_block = kg_n if not mm.dense else layer.K
-    base = 0
+
+def _column_channels(sched: Schedule, npg: int, cols: int) -> np.ndarray:
+    """The original output channel (within its conv group) of every array column, per conv
+    group: shape (groups, col_tiles × C), −1 for a padding column.  Surviving channels are
+    packed (``Schedule.kept_channels``); the one map weights, outputs and decoding all read."""
+    width = sched.col_tiles * cols
+    out = np.full((sched.groups, width), -1, dtype=np.int64)
+    if sched.kept_channels is None:
+        n = min(npg, width)
+        out[:, :n] = np.arange(n)
+    else:
+        kept = sched.kept_channels
+        out[:, : kept.shape[1]] = kept
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _WeightTiles:
+    """Weight slots of every weight tile in fold order: (slots, C) values and indices, the
+    stream word of every slot, and each tile's first slot by (conv group, column tile)."""
+
+    values: np.ndarray
+    index: np.ndarray
+    offsets: np.ndarray
+    base: Mapping[tuple[int, int], int]
+
+    @property
+    def slots(self) -> int:
+        return self.values.shape[0]
+
+
+def _weight_tiles(layer: LayerSpec, w: np.ndarray, sched: Schedule, mm: MemoryMap,
+                  columns: np.ndarray) -> _WeightTiles:
+    """Walk the folds once; a weight tile is stored the first time a fold uses it (row folds of
+    the same column tile reuse it)."""
+    C = mm.cols
+    npg = layer.n_per_group
+    kpad = sched.k_groups * mm.group_size
+    values, index, offsets, base, n = [], [], [], {}, 0
     for fold in sched.folds():
         key = (fold.group, fold.col_tile)
-        if key in tile_base:
+        if key in base:
             continue
-        tile_base[key] = base
-        chans = np.arange(fold.col_start, fold.col_start + C)
-        if sched.kept_channels is not None:
-            kept = sched.kept_channels[fold.group]
-            chans = np.where(chans < kept.size, kept[np.minimum(chans, kept.size - 1)], -1)
-        chans = np.where(chans < npg, chans, -1)
+        base[key] = n
+        chans = columns[fold.group, fold.col_start: fold.col_start + C]
         tile = np.zeros((C, kpad), dtype=np.int64)
         live = chans >= 0
         tile[live, : layer.K] = w[fold.group * npg + chans[live]]
-        tile = tile.reshape(C, kg_n, Mg)
-        sel_kg = np.repeat(fold.k_groups, fold.k_slots)
-        sel_j = np.concatenate([np.arange(n) for n in fold.k_slots]) if fold.k_slots.size else \
-            np.zeros(0, dtype=np.int64)
-        if mm.dense:
-            vals = tile[:, sel_kg, sel_j]
-            idx = np.zeros_like(vals)
-            offs = sel_kg * Mg + sel_j
-        else:
-            nz = tile != 0
-            rank = np.cumsum(nz, axis=2) - 1
-            v = np.zeros((C, kg_n, S), dtype=np.int64)
-            ix = np.zeros((C, kg_n, S), dtype=np.int64)
-            c_i, g_i, p_i = np.nonzero(nz)
-            r_i = rank[c_i, g_i, p_i]
-            v[c_i, g_i, r_i] = tile[c_i, g_i, p_i]
-            ix[c_i, g_i, r_i] = p_i
-            vals, idx, offs = v[:, sel_kg, sel_j], ix[:, sel_kg, sel_j], sel_kg
-        w_values.append(vals.T)
-        w_index.append(idx.T)
-        stream.append(offs)
-        base += int(fold.k_prime)
+        v, i, o = _tile_slots(tile.reshape(C, sched.k_groups, mm.group_size), fold, mm)
+        values.append(v.T)
+        index.append(i.T)
+        offsets.append(o)
+        n += fold.k_prime
+    empty = np.zeros((0, C), dtype=np.int64)
+    return _WeightTiles(np.concatenate(values) if values else empty,
+                        np.concatenate(index) if index else empty,
+                        np.concatenate(offsets) if offsets else np.zeros(0, dtype=np.int64), base)
 
-    n_slots = base
-    n_folds = sched.folds_count
-    n_act = layer.groups * sched.row_tiles * a_block
-    for name, need in (("weights", n_slots), ("acts", n_act), ("desc", n_folds), ("outputs", n_folds * R)):
-        if need > mm[name].depth:
+
+def _tile_slots(tile: np.ndarray, fold: Fold, mm: MemoryMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The issued slots of one (C, k_groups, M) weight tile: values and indices (C, K′) and the
+    stream word of each slot (the K position for a dense array, else the K group).
+
+    An N:M array stores a group's non-zeros first, in K order, each with its position in the
+    group; the remaining slots are zero padding."""
+    sel_kg = np.repeat(fold.k_groups, fold.k_slots)
+    sel_j = (np.concatenate([np.arange(n) for n in fold.k_slots]) if fold.k_slots.size
+             else np.zeros(0, dtype=np.int64))
+    if mm.dense:
+        vals = tile[:, sel_kg, sel_j]
+        return vals, np.zeros_like(vals), sel_kg * mm.group_size + sel_j
+    C, kg_n, _ = tile.shape
+    nz = tile != 0
+    rank = np.cumsum(nz, axis=2) - 1
+    v = np.zeros((C, kg_n, mm.slots), dtype=np.int64)
+    ix = np.zeros((C, kg_n, mm.slots), dtype=np.int64)
+    c_i, g_i, p_i = np.nonzero(nz)
+    r_i = rank[c_i, g_i, p_i]
+    v[c_i, g_i, r_i] = tile[c_i, g_i, p_i]
+    ix[c_i, g_i, r_i] = p_i
+    return v[:, sel_kg, sel_j], ix[:, sel_kg, sel_j], sel_kg
+
+
+def _check_fits(layer: LayerSpec, array: ArrayConfig, mm: MemoryMap, need: Mapping[str, int]) -> None:
+    """Refuse a layer whose words exceed a memory, naming the memory and its config key."""
+    for name, words in need.items():
+        if words > mm[name].depth:
             kib = {"weights": "weight_sram_kib", "acts": "act_sram_kib"}.get(name, "out_sram_kib")
             raise UnsupportedLayerError(
-                f"{layer.name}: needs {need} {name} words but array {array.name!r} holds "
+                f"{layer.name}: needs {words} {name} words but array {array.name!r} holds "
                 f"{mm[name].depth} ({kib} = {getattr(array, kib)}); use a larger array config or "
                 "split the layer")
 
-    # activation blocks per (conv group, row tile)
+
+def _activation_words(layer: LayerSpec, x: np.ndarray, sched: Schedule, mm: MemoryMap) -> np.ndarray:
+    """Activation blocks per (conv group, row tile): one word per K position (dense) or K group,
+    R rows × window, zero-padded."""
+    R, Mg, kg_n = mm.rows, mm.group_size, sched.k_groups
+    kpad = kg_n * Mg
     xp = np.zeros((layer.groups, sched.row_tiles * R, kpad), dtype=np.int64)
     xp[:, : layer.M, : layer.K] = x
     if mm.dense:
         blocks = xp.reshape(layer.groups, sched.row_tiles, R, kpad)[..., : layer.K]
-        act_words = blocks.transpose(0, 1, 3, 2).reshape(-1, R)               # (.., K, R)
-    else:
-        blocks = xp.reshape(layer.groups, sched.row_tiles, R, kg_n, Mg)
-        act_words = blocks.transpose(0, 1, 3, 2, 4).reshape(-1, R * Mg)      # (.., kg, R, M)
+        return blocks.transpose(0, 1, 3, 2).reshape(-1, R)                  # (.., K, R)
+    blocks = xp.reshape(layer.groups, sched.row_tiles, R, kg_n, Mg)
+    return blocks.transpose(0, 1, 3, 2, 4).reshape(-1, R * Mg)              # (.., kg, R, M)
 
-    desc, out_words = [], []
-    folds = list(sched.folds())
-    ypad = np.zeros((layer.groups, sched.row_tiles * R, sched.col_tiles * C), dtype=np.int64)
-    if sched.kept_channels is None:
-        ypad[:, : layer.M, :npg] = expected
-    else:
-        for g in range(layer.groups):
-            kept = sched.kept_channels[g]
-            ypad[g, : layer.M, : kept.size] = np.where(kept >= 0, expected[g][:, np.maximum(kept, 0)], 0)
-    for f in folds:
-        a_base = (f.group * sched.row_tiles + f.row_tile) * a_block
-        desc.append((tile_base[(f.group, f.col_tile)], f.k_prime, a_base, int(f.index == n_folds - 1)))
-        out_words.append(ypad[f.group, f.row_start: f.row_start + R, f.col_start: f.col_start + C])
-    wv = np.concatenate(w_values) if w_values else np.zeros((0, C), dtype=np.int64)
-    wi = np.concatenate(w_index) if w_index else np.zeros((0, C), dtype=np.int64)
-    words = {
-        "weights": mm["weights"].pack(np.stack([wv, wi], axis=2)),
-        "stream": mm["stream"].pack(np.concatenate(stream)[:, None] if stream else np.zeros((0, 1))),
-        "acts": mm["acts"].pack(act_words),
-        "desc": mm["desc"].pack(np.array(desc, dtype=np.int64)[:, None, :]),
-        "outputs": mm["outputs"].pack(np.concatenate(out_words)),
-    }
-    meta = {"layer": layer.name, "M": layer.M, "K": layer.K, "N": layer.N, "groups": layer.groups,
-            "slots": S, "group_size": Mg, "folds": n_folds,
-            "pattern": str(pattern) if pattern is not None else None}
-    return LayerImages(layer.name, sched, mm, words, expected, meta)
+
+def _descriptors(sched: Schedule, tile_base: Mapping[tuple[int, int], int], a_block: int) -> np.ndarray:
+    """One (w_base, k_prime, a_base, last) row per fold."""
+    last = sched.folds_count - 1
+    rows = [(tile_base[(f.group, f.col_tile)], f.k_prime,
+             (f.group * sched.row_tiles + f.row_tile) * a_block, int(f.index == last))
+            for f in sched.folds()]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def _pad_outputs(sched: Schedule, mm: MemoryMap, y: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(groups, M, n_per_group) outputs placed on the padded grid of row × column tiles."""
+    ypad = np.zeros((sched.groups, sched.row_tiles * mm.rows, sched.col_tiles * mm.cols), dtype=np.int64)
+    live = columns >= 0
+    for g in range(sched.groups):
+        ypad[g, : sched.M, live[g]] = y[g][:, columns[g, live[g]]].T
+    return ypad
+
+
+def _output_words(sched: Schedule, mm: MemoryMap, ypad: np.ndarray) -> np.ndarray:
+    """R words of C outputs per fold, in fold order (what the drain writes)."""
+    R, C = mm.rows, mm.cols
+    tiles = [ypad[f.group, f.row_start: f.row_start + R, f.col_start: f.col_start + C] for f in sched.folds()]
+    return np.concatenate(tiles) if tiles else np.zeros((0, C), dtype=np.int64)
 
 
 def decode_outputs(words: list[int], images: LayerImages) -> np.ndarray:
@@ -389,19 +452,15 @@ def decode_outputs(words: list[int], images: LayerImages) -> np.ndarray:
     if len(words) < n_folds * R:
         raise ExportError(f"{images.layer}: {len(words)} output words, expected {n_folds * R}")
     vals = _unpack_signed(words[: n_folds * R], mm["outputs"]).reshape(n_folds, R, C)
-    groups = sched.groups
     npg = images.expected.shape[2]
-    ypad = np.zeros((groups, sched.row_tiles * R, sched.col_tiles * C), dtype=np.int64)
+    ypad = np.zeros((sched.groups, sched.row_tiles * R, sched.col_tiles * C), dtype=np.int64)
     for f in sched.folds():
         ypad[f.group, f.row_start: f.row_start + R, f.col_start: f.col_start + C] = vals[f.index]
-    if sched.kept_channels is None:
-        return ypad[:, : sched.M, :npg]
-    out = np.zeros((groups, sched.M, npg), dtype=np.int64)
-    for g in range(groups):
-        kept = sched.kept_channels[g]
-        for c, ch in enumerate(kept):
-            if ch >= 0:
-                out[g, :, ch] = ypad[g, : sched.M, c]
+    columns = _column_channels(sched, npg, C)
+    out = np.zeros((sched.groups, sched.M, npg), dtype=np.int64)
+    for g in range(sched.groups):
+        live = columns[g] >= 0
+        out[g][:, columns[g, live]] = ypad[g, : sched.M, live].T
     return out
 
 

@@ -37,25 +37,77 @@ from .errors import ConfigError, UnsupportedLayerError
 from .ir import LayerSpec
 from .patterns import NM, Block, Channel, Dense, SparsityPattern
 
-__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "fold_gap", "RTL_START_CYCLES"]
-
-#: Cycles the generated RTL (``hwprune.rtl``) takes from the cycle ``start`` is high to the cycle
-#: it issues the first schedule-stream read.  Owned with ``rtl/``: change both together.
-RTL_START_CYCLES = 1
-#: Memory read latency in front of the array: schedule stream, then weights and activations.
-_RTL_READ_LATENCY = 2
+__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "RtlTiming", "RTL_TIMING"]
 
 
-def fold_gap(rows: int, cols: int, overlap: bool) -> int:
-    """Cycles between a fold's last slot and the next fold's first slot (stage 0 of the RTL).
+@dataclass(frozen=True, slots=True)
+class RtlTiming:
+    """The fixed timing of the generated RTL (``hwprune.rtl``), written once.
 
-    Back to back: R + C − 2 (skew out).  Overlapped: P = max(R, C − 1), derived in
-    :meth:`Schedule.fold_interval`; P ≤ R + C − 2 whenever C ≥ 2 (all the RTL accepts), and for a
-    one-column array, which has no RTL, the model keeps the back-to-back gap.  The controller
-    (``hwprune.rtl.controller``) takes its wrap count from here.
+    The schedule counts cycles with it, the controller (``hwprune.rtl.controller``) builds its
+    pipeline and drain delay from it, and ``hwprune rtl`` prints its formulas.
+
+    ``start_cycles``
+        from the cycle ``start`` is high to the cycle the first schedule-stream word is read
+        (``start`` is registered once);
+    ``stream_read``, ``operand_read``
+        synchronous memory reads in series in front of the array: the schedule stream, then
+        the weight and activation words (whose address is the stream word);
+    ``done_cycles``
+        from the cycle the last output row is written to the cycle ``done`` is high.
     """
-    back_to_back = rows + cols - 2
-    return min(max(rows, cols - 1), back_to_back) if overlap else back_to_back
+
+    start_cycles: int = 1
+    stream_read: int = 1
+    operand_read: int = 1
+    done_cycles: int = 1
+
+    @property
+    def read_latency(self) -> int:
+        """Cycles from a slot's stream read to its weights and activations entering the array;
+        the drain of a fold is delayed by as many cycles."""
+        return self.stream_read + self.operand_read
+
+    @property
+    def fill_cycles(self) -> int:
+        """Cycles the RTL adds to SCALE-Sim's output-stationary count (see
+        :meth:`Schedule.fill_cycles`): start, SCALE-Sim's − 1, the read latency, done."""
+        return self.start_cycles + 1 + self.read_latency + self.done_cycles
+
+    @staticmethod
+    def drain_offset(cols: int) -> int:
+        """Cycles from a fold's first slot read to its drain token (K′ + C − 2 of them, plus
+        :attr:`read_latency` until the first row is written: :meth:`Schedule.fold_interval`)."""
+        return cols - 2
+
+    @staticmethod
+    def fold_gap(rows: int, cols: int, overlap: bool) -> int:
+        """Cycles between a fold's last slot and the next fold's first slot (stage 0 of the RTL).
+
+        Back to back: R + C − 2 (skew out).  Overlapped: P = max(R, C − 1), derived in
+        :meth:`Schedule.fold_interval`; P ≤ R + C − 2 whenever C ≥ 2 (all the RTL accepts), and
+        for a one-column array, which has no RTL, the model keeps the back-to-back gap.
+        """
+        back_to_back = rows + cols - 2
+        return min(max(rows, cols - 1), back_to_back) if overlap else back_to_back
+
+    def formulas(self, rows: int, cols: int, overlap: bool) -> dict[str, str]:
+        """The timing as text, for the design description beside the Verilog."""
+        fill = f"fill_cycles = {self.fill_cycles} (start {self.start_cycles} + 1 + read latency " \
+               f"{self.read_latency} + done {self.done_cycles})"
+        if not overlap:
+            return {"fold_cycles": "K' + R + C - 2",
+                    "total": "compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + R + C - 2) - 1",
+                    "fill": fill}
+        p = self.fold_gap(rows, cols, True)
+        return {"fold_cycles": f"K' + {p} between fold starts (K' + max(R, C - 1)); last fold K' + R + C - 2",
+                "total": f"compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + {p}) - {p} "
+                         "+ R + C - 3",
+                "fill": fill}
+
+
+#: The timing of the RTL this package generates.
+RTL_TIMING = RtlTiming()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +225,7 @@ class Schedule:
         cycles, so K′_f + max(R, C − 1) is the smallest interval that depends on fold f alone.
         No result (shadow) register is needed: the accumulators are read before they are cleared.
         """
-        return self.tile_k_prime() + fold_gap(self.rows, self.cols, self.fold_overlap)
+        return self.tile_k_prime() + RTL_TIMING.fold_gap(self.rows, self.cols, self.fold_overlap)
 
     def compute_cycles(self) -> int:
         """Σ over folds (K′ + R + C − 2) − 1: SCALE-Sim 3's output-stationary ``Total Cycles``.
@@ -181,11 +233,11 @@ class Schedule:
         With ``fold_overlap``: Σ over folds (K′ + P) − P + (R + C − 2) − 1, P = max(R, C − 1),
         i.e. every fold but the last costs its issue interval K′ + P and the last one the full
         K′ + R + C − 2 (skew in, accumulate, skew out), with SCALE-Sim's − 1.  It equals the
-        back-to-back count for one fold and is never larger (P ≤ R + C − 2, :func:`fold_gap`),
+        back-to-back count for one fold and is never larger (P ≤ R + C − 2, :meth:`RtlTiming.fold_gap`),
         and ``fill_cycles`` is the same constant in both modes.
         """
         # back to back the gap is R + C − 2 and this is Σ (K′ + R + C − 2) − 1
-        gap = fold_gap(self.rows, self.cols, self.fold_overlap)
+        gap = RTL_TIMING.fold_gap(self.rows, self.cols, self.fold_overlap)
         return int(self.fold_interval().sum()) * self.row_tiles - gap + self.rows + self.cols - 2 - 1
 
     def fill_cycles(self) -> int:
@@ -193,13 +245,13 @@ class Schedule:
 
         The RTL's folds run for Σ (K′ + R + C − 2) = ``compute_cycles`` + 1 cycles (with
         ``fold_overlap``, the last fold starts Σ_{f<last} (K′_f + P) cycles after the first);
-        around them it spends ``RTL_START_CYCLES`` before the first fold, the read latency of
-        the schedule stream and of the weight/activation memories (2) at the end of the last
-        fold (its drain finishes those cycles later), and one cycle for ``done`` to rise after
-        the last output row is written.  ``start`` cycle to first ``done`` cycle is
+        around them it spends :data:`RTL_TIMING`'s start cycles before the first fold, the read
+        latency of the schedule stream and of the weight/activation memories at the end of the
+        last fold (its drain finishes those cycles later), and its done cycles for ``done`` to
+        rise after the last output row is written.  ``start`` cycle to first ``done`` cycle is
         ``compute_cycles + fill_cycles``.
         """
-        return RTL_START_CYCLES + 1 + _RTL_READ_LATENCY + 1
+        return RTL_TIMING.fill_cycles
 
     def folds(self) -> Iterator[Fold]:
         """Folds in execution order (what the image writer lays out and the controller runs)."""

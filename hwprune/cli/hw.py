@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--pattern", default="2:4", help="N:M pattern or dense (default 2:4)")
     s.add_argument("--backend", choices=("verilator", "amaranth"), default="verilator")
     s.add_argument("--vcd", metavar="FILE", help="VCD trace of one layer (Amaranth back end)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing --vcd file")
     s.add_argument("--seed", type=nonnegative_int, default=0, help="random seed of activations (and --gemm weights)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=run_sim)
@@ -156,7 +157,8 @@ def run_sim(args: argparse.Namespace) -> int:
             if not layer.has_weights:
                 raise UnsupportedLayerError(f"{layer.name}: activation×activation matmul (no weights)")
             w, x = layer_operands(layer, pattern, array, seed=args.seed)
-            res = simulate(layer, w, x, pattern, array, backend=args.backend, vcd=args.vcd, verify=False)
+            res = simulate(layer, w, x, pattern, array, backend=args.backend, vcd=args.vcd,
+                           force=args.force, verify=False)
         except UnsupportedLayerError as exc:
             if len(layers) == 1:
                 raise
