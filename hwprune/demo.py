@@ -281,20 +281,28 @@ def _rtl(run: _Run) -> str:
 
     designs = _designs(run)
     run.events.start("rtl", len(designs))
-    rows = []
+    # issue widths whose generated hardware is the same (the slot count can live in the memory
+    # images, not in the logic) share one design: one file, one synthesis
+    groups: dict[str, dict[str, Any]] = {}
     for slots, name in designs.items():
-        tag = name.replace(":", "of")
+        text = verilog(run.array, slots)
+        key = hashlib.sha256(text.encode()).hexdigest()
+        groups.setdefault(key, {"text": text, "slots": slots, "patterns": []})["patterns"].append(name)
+    rows = []
+    for g in groups.values():
+        tag = "_".join(p.replace(":", "of") for p in g["patterns"])
         v = f"rtl/{TOP_NAME}_{tag}.v"
-        info = describe(run.array, slots)
-        write_text(run.file(v), verilog(run.array, slots))
-        stats = synth_stats(run.array, slots) if run.options.stats else None
+        info = describe(run.array, g["slots"])
+        write_text(run.file(v), g["text"])
+        stats = synth_stats(run.array, g["slots"]) if run.options.stats else None
         info["stats"] = stats
         write_text(run.file(f"rtl/{TOP_NAME}_{tag}.json"), json.dumps(info, indent=2) + "\n")
-        rows.append({"pattern": name, "slots": slots, "verilog": v, "stats": stats})
-        run.events.advance()
+        rows.append({"pattern": ", ".join(g["patterns"]), "slots": g["slots"], "verilog": v, "stats": stats})
+        run.events.advance(len(g["patterns"]))
     run.summary["rtl"] = {"designs": rows}
-    cells = ", ".join(f"{r['pattern']} {r['stats']['total']['cells']:,} cells" for r in rows if r["stats"])
-    return f"{len(rows)} design(s) for {run.array.name}" + (f": {cells}" if cells else " (yosys skipped)")
+    cells = ", ".join(f"{r['pattern']}: {r['stats']['total']['cells']:,} cells" for r in rows if r["stats"])
+    return (f"{len(rows)} design(s) for {run.array.name} serving {', '.join(designs.values())}"
+            + (f"; {cells}" if cells else " (yosys skipped)"))
 
 
 def _sim_layer(run: _Run, layer: Any, images: int) -> tuple[Any, Any]:

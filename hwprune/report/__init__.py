@@ -175,8 +175,7 @@ def _array(s: Mapping[str, Any]) -> str:
                                            f"{mem['out_sram_kib']:g} KiB")],
             ["bandwidth (SRAM / DRAM)", f"{mem['sram_bytes_per_cycle']:g} / {mem['dram_bytes_per_cycle']:g} B/cycle"]]
     designs = (s.get("rtl") or {}).get("designs", [])
-    slots = max((d["slots"] for d in designs), default=sp["m"])
-    diagram = plots.block_diagram(a, slots)
+    diagram = plots.block_diagram(a, sorted({d["slots"] for d in designs}) or [sp["m"]])
     return f'<div class="grid"><div>{_table(["parameter", "value"], rows)}</div><div>{_img(diagram, "block diagram")}</div></div>'
 
 
@@ -202,7 +201,8 @@ def _search(s: Mapping[str, Any]) -> str:
     lines = (f'<p class="note">plan from <b>{_e(plan.get("source", "?"))}</b>, budget '
              f'{_e(plan.get("budget"))} of dense cycles = {_num(plan.get("budget_cycles"))} cycles. '
              f'{_e(plan.get("note", ""))}</p>')
-    t = _table(["layer", "pattern"], [[k, v] for k, v in plan["layers"].items()], text=(1,))
+    names = [layer["name"] for layer in s["cost"]["dense"]["layers"]]
+    t = _table(["layer", "pattern"], [[n, plan["layers"].get(n, "dense")] for n in names], text=(1,))
     search = s.get("search")
     if not search:
         return lines + t + '<p class="na">No Pareto front: the search did not run in this demo (see stages).</p>'
@@ -260,9 +260,21 @@ def _files(s: Mapping[str, Any]) -> str:
     files = s.get("files") or []
     if not files:
         return '<p class="na">no files exported</p>'
-    rows = [[f["path"], f"{f['bytes']:,}", f"<code>{_e(f['sha256'])}</code>"] for f in files]
-    rows = [[_e(r[0]), r[1], r[2]] for r in rows]
-    return _table(["file", "bytes", "sha256"], rows, raw=True, text=(2,))
+    def table(group: Sequence[Mapping[str, Any]]) -> str:
+        rows = [[_e(f["path"]), f"{f['bytes']:,}", f"<code>{_e(f['sha256'])}</code>"] for f in group]
+        return _table(["file", "bytes", "sha256"], rows, raw=True, text=(2,))
+
+    # a layer's memory images (export/LAYER/*) fold into one line each; open it for the hashes
+    folders: dict[str, list[Mapping[str, Any]]] = {}
+    for f in files:
+        parts = f["path"].split("/")
+        folders.setdefault("/".join(parts[:2]) if len(parts) > 2 else "", []).append(f)
+    out = [table(folders.pop("", []))]
+    for folder, group in folders.items():
+        total = sum(f["bytes"] for f in group)
+        out.append(f"<details><summary>{_e(folder)}/: {len(group)} memory-image files, {total:,} bytes"
+                   f"</summary>{table(group)}</details>")
+    return "".join(out)
 
 
 def render_report(summary: Mapping[str, Any]) -> str:

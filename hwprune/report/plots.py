@@ -64,7 +64,7 @@ def unpack_mask(data: Mapping[str, Any]) -> np.ndarray:
     return flat[: int(np.prod(shape))].reshape(shape).astype(bool)
 
 
-def block_diagram(array: Mapping[str, Any], slots: int) -> str:
+def block_diagram(array: Mapping[str, Any], slots: Sequence[int]) -> str:
     """The array as a hardware engineer draws it: R×C PEs, weight SRAM north (value, index
     pairs streaming south), activation SRAM west (M-wide windows streaming east), outputs
     drained to the output SRAM, the controller walking the schedule."""
@@ -99,7 +99,7 @@ def block_diagram(array: Mapping[str, Any], slots: int) -> str:
                 ax.text(*where, text, fontsize=7, ha="center", va="center", color="#333333")
 
         box(gx, gy + h + 0.9, w, 0.8, f"weight SRAM {mem['weight_sram_kib']:g} KiB\n"
-            f"(value, index) × {slots} slot{'s' if slots > 1 else ''} per group of {m}", "#fde9c8")
+            f"(value, index) pairs: {' or '.join(map(str, slots))} per group of {m}", "#fde9c8")
         box(0.0, gy + h / 2 - 0.9, 2.2, 1.8, f"activation SRAM\n{mem['act_sram_kib']:g} KiB\n"
             f"windows of {m}", "#d9ead3")
         box(gx + w + 0.9, gy + h / 2 - 0.9, 2.0, 1.8, f"output SRAM\n{mem['out_sram_kib']:g} KiB\n"
