@@ -101,6 +101,9 @@ def test_loader_decodes_what_the_integer_reference_computed(exported, quantized)
         assert np.array_equal(lay.weights, lr.weights)
         assert np.array_equal(lay.acts, lr.acts)
         assert np.array_equal(lay.expected, lr.acc)
+    # the int8 model rebuilt from the manifest's scales and the decoded weights is the same model
+    x = qs["2:4"].quantize_input(task.test.inputs[0][:50])
+    assert np.array_equal(loaded.qmodel.forward_int(x), qs["2:4"].forward_int(x))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["schema_version"] == 1 and len(manifest["array_hash"]) == 64
     rec = next(f for f in manifest["files"] if f["memory"] == "weights" and f["format"] == "hex")
@@ -168,6 +171,16 @@ def test_flipped_byte_truncation_missing_file_and_shape_mismatch(exported, tmp_p
     rec["depth"] += 1
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ExportError, match="conv1/outputs.bin: .* words, the manifest says") as e:
+        load_export(d)
+    _one_line(e)
+
+    # scales that do not chain the layers' images
+    shutil.rmtree(d)
+    d = _copy(out, tmp_path)
+    m = json.loads((d / "manifest.json").read_text())
+    m["quant"]["steps"][0]["multiplier"] = [v // 2 for v in m["quant"]["steps"][0]["multiplier"]]
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match="conv2: its activations are not conv1's outputs requantized") as e:
         load_export(d)
     _one_line(e)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import numpy as np
@@ -249,3 +250,21 @@ def test_near_dead_channel_gets_a_representable_multiplier_and_bias():
     with torch.no_grad():
         ref = model(x).numpy()
     assert np.abs(q.logits(x) - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_to_dict_round_trip_and_layer_chaining(models):
+    from hwprune.quant import QuantModel
+
+    task, m, pats = models
+    q = quantize(m["2:4"], task, calib=64, patterns=pats["2:4"])
+    data = json.loads(json.dumps(q.to_dict()))         # what a manifest holds
+    again = QuantModel.from_dict(data, {lay.name: lay.weight for lay in q.layers})
+    x = q.quantize_input(task.test.inputs[0][:20])
+    assert np.array_equal(again.forward_int(x), q.forward_int(x))
+    run = q.run(x)
+    for a, b in zip(run.layers, run.layers[1:]):
+        name, acts = q.next_activations(a.name, a.acc, 20)
+        assert name == b.name and np.array_equal(acts, b.acts)
+    assert q.next_activations(run.layers[-1].name, run.layers[-1].acc, 20) is None
+    with pytest.raises(ConfigError, match="no weights"):
+        QuantModel.from_dict(data, {})

@@ -16,11 +16,15 @@ relies on — schema, sha256 of every file, word counts and widths against the m
 recorded array, the layer's pattern — then *decodes* the weights and activations back to
 integers (:func:`decode_weights`, :func:`decode_acts`) and rebuilds the images from them: a file
 that is not exactly what the layout gives for its own contents raises :class:`ExportError`.
+Finally it rebuilds the int8 model from the manifest's scales and the decoded weights
+(:meth:`QuantModel.from_dict`) and checks that each layer's activations are the previous layer's
+expected outputs, requantized: the images of consecutive layers form one integer forward pass.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -274,6 +278,7 @@ class LoadedExport:
     array: ArrayConfig
     layers: tuple[LoadedLayer, ...]
     files_checked: int
+    qmodel: QuantModel | None = None    # the int8 model: manifest scales + decoded weights
 
 
 def _manifest(root: Path) -> dict:
@@ -334,10 +339,31 @@ def load_export(out_dir: str | os.PathLike) -> LoadedExport:
         _check_file(root, rec)
         if rec.get("memory") is not None:
             by_layer.setdefault(rec["layer"], {}).setdefault(rec["format"], {})[rec["memory"]] = rec
-    layers = []
-    for entry in m["layers"]:
-        layers.append(_load_layer(root, array, entry, by_layer.get(entry["name"], {})))
-    return LoadedExport(root, m, array, tuple(layers), len(m["files"]))
+    layers = tuple(_load_layer(root, array, entry, by_layer.get(entry["name"], {})) for entry in m["layers"])
+    qmodel = _chain(root, m, layers) if layers else None
+    return LoadedExport(root, m, array, layers, len(m["files"]), qmodel)
+
+
+def _chain(root: Path, m: Mapping[str, object], layers: tuple[LoadedLayer, ...]) -> QuantModel:
+    """The int8 model from the manifest's scales and the decoded weights, and the check that the
+    layers chain: each layer's activations are the previous layer's outputs, requantized."""
+    where = root / "manifest.json"
+    try:
+        q = QuantModel.from_dict(m["quant"], {lay.name: lay.weights for lay in layers})
+    except (ConfigError, KeyError) as exc:
+        raise ExportError(f"{where}: {exc}") from None
+    if [lay.name for lay in q.layers] != [lay.name for lay in layers]:
+        raise ExportError(f"{where}: the quantized model's layers are not the imaged layers")
+    batch = int(m.get("batch", 0))
+    for lay, nxt in itertools.pairwise(layers):
+        try:
+            name, acts = q.next_activations(lay.name, lay.expected, batch)
+        except (HwPruneError, ValueError) as exc:
+            raise ExportError(f"{lay.name}: its outputs do not chain to {nxt.name}: {exc}") from None
+        if name != nxt.name or not np.array_equal(acts, nxt.acts):
+            raise ExportError(f"{nxt.name}: its activations are not {lay.name}'s outputs requantized "
+                              "with the manifest's scales")
+    return q
 
 
 def _load_layer(root: Path, array: ArrayConfig, entry: Mapping[str, object],

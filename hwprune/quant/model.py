@@ -187,7 +187,8 @@ class QuantLayer:
                 "weight_scale": self.weight_scale.tolist(), "weight_zero_point": 0,
                 "output_scale": self.output_scale, "output_zero_point": 0 if self.output_scale else None,
                 "bias_int32": self.bias.tolist(), "multiplier": self.multiplier.tolist(),
-                "shift": self.shift.tolist(), "relu": self.relu,
+                "shift": self.shift.tolist(), "relu": self.relu, "stride": list(self.stride),
+                "padding": list(self.padding), "dilation": list(self.dilation), "groups": self.groups,
                 "pattern": str(self.pattern) if self.pattern is not None else None,
                 "folded_bn": self.folded_bn}
 
@@ -273,23 +274,29 @@ class QuantModel:
         if x.size and (x.min() < lo or x.max() > hi):
             raise ConfigError(f"inputs must lie in [{lo}, {hi}], found [{x.min()}, {x.max()}]")
         x = x.astype(np.int64)
-        runs = []
-        for step in self.steps:
+        runs: list[LayerRun] = []
+        x = self._steps(self.steps, x, runs)
+        return IntegerRun(x, tuple(runs))
+
+    def _steps(self, steps: tuple[QStep, ...], x: np.ndarray, runs: list[LayerRun]) -> np.ndarray:
+        for step in steps:
             if isinstance(step, QuantLayer):
-                x, run = self._layer(step, x)
-                runs.append(run)
+                acts = step.lower(x)
+                acc = reference_outputs(step.weight, acts, step.groups, self.acc_bits)   # (g, M, N/g)
+                out = self.finish(step, acc, x.shape[0])
+                runs.append(LayerRun(step.name, step.spec(x.shape[0]), step.weight, acts, acc, out, step.pattern))
+                x = out
             elif isinstance(step, Relu):
                 x = np.maximum(x, 0)
             elif isinstance(step, MaxPool):
                 x = _max_pool_int(x, step)
             else:
                 x = x.reshape(x.shape[0], -1)
-        return IntegerRun(x, tuple(runs))
+        return x
 
-    def _layer(self, q: QuantLayer, x: np.ndarray) -> tuple[np.ndarray, LayerRun]:
-        batch = x.shape[0]
-        acts = q.lower(x)
-        acc = reference_outputs(q.weight, acts, q.groups, self.acc_bits)       # (g, M, N/g)
+    def finish(self, q: QuantLayer, acc: np.ndarray, batch: int) -> np.ndarray:
+        """A layer's array outputs (groups, M, N/groups) → its integer output tensor: channels
+        gathered (NCHW or (batch, N)), bias added (wrapping at acc_bits), requantized."""
         if q.is_conv:
             geom = q.geometry(batch)
             oh, ow = geom.out_size
@@ -301,13 +308,24 @@ class QuantModel:
             y = acc[0]
             chan = (-1,)
         total = wrap(y + q.bias.reshape(chan), self.acc_bits)
-        if q.output_scale is not None:
-            lo, hi = self.act_range
-            out = requantize(total, q.multiplier.reshape(chan), q.shift.reshape(chan),
-                             lo=0 if q.relu else lo, hi=hi)
-        else:
-            out = total
-        return out, LayerRun(q.name, q.spec(batch), q.weight, acts, acc, out, q.pattern)
+        if q.output_scale is None:
+            return total
+        lo, hi = self.act_range
+        return requantize(total, q.multiplier.reshape(chan), q.shift.reshape(chan),
+                          lo=0 if q.relu else lo, hi=hi)
+
+    def next_activations(self, name: str, acc: np.ndarray, batch: int) -> tuple[str, np.ndarray] | None:
+        """From layer ``name``'s array outputs to the next conv/linear layer's operands: its name
+        and im2col'd int8 activations (None after the last layer).  Chains per-layer runs (the
+        memory images of consecutive layers, an RTL run) exactly as :meth:`run` does."""
+        index = next((i for i, s in enumerate(self.steps) if isinstance(s, QuantLayer) and s.name == name), None)
+        if index is None:
+            raise ConfigError(f"no layer {name!r}; layers: {', '.join(q.name for q in self.layers)}")
+        nxt = next((i for i in range(index + 1, len(self.steps)) if isinstance(self.steps[i], QuantLayer)), None)
+        if nxt is None:
+            return None
+        x = self._steps(self.steps[index + 1: nxt], self.finish(self.steps[index], acc, batch), [])
+        return self.steps[nxt].name, self.steps[nxt].lower(x)
 
     def forward_int(self, x_int: np.ndarray) -> np.ndarray:
         """The model's integer output for int8 inputs (the last layer's int32 acc + bias)."""
@@ -327,8 +345,75 @@ class QuantModel:
                 "bits": {"weight": self.weight_bits, "activation": self.act_bits,
                          "accumulator": self.acc_bits},
                 "calibration": {**self.calibration.to_dict(), "examples": self.calib_examples},
-                "steps": [s.to_dict() if isinstance(s, QuantLayer) else {"op": type(s).__name__.lower()}
-                          for s in self.steps]}
+                "steps": [s.to_dict() if isinstance(s, QuantLayer) else _step_dict(s) for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object], weights: Mapping[str, np.ndarray]) -> QuantModel:
+        """Rebuild from :meth:`to_dict` (a manifest's ``quant``) and each layer's N×K integers.
+
+        Raises
+        ------
+        ConfigError
+            A field is missing or malformed, or a layer's weights are absent or misshaped.
+        """
+        try:
+            steps = tuple(_layer_from_dict(d, weights) if "weight_shape" in d else _step_from_dict(d)
+                          for d in data["steps"])
+            bits = data["bits"]
+            cal = data["calibration"]
+            return cls(steps, float(data["input_scale"]), tuple(int(v) for v in data["input_shape"]),
+                       int(bits["weight"]), int(bits["activation"]), int(bits["accumulator"]),
+                       Calibration(cal["method"], float(cal["percentile"])), int(cal.get("examples", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"not a quantized-model description: {type(exc).__name__}: {exc}") from None
+
+
+def _step_dict(step: QStep) -> dict[str, object]:
+    d: dict[str, object] = {"op": type(step).__name__.lower()}
+    if isinstance(step, MaxPool):
+        d.update(kernel=list(step.kernel), stride=list(step.stride), padding=list(step.padding),
+                 dilation=list(step.dilation), ceil_mode=step.ceil_mode)
+    return d
+
+
+def _pair_of(v: object) -> tuple[int, int]:
+    a, b = v
+    return int(a), int(b)
+
+
+def _step_from_dict(d: Mapping[str, object]) -> QStep:
+    op = d["op"]
+    if op == "relu":
+        return Relu()
+    if op == "flatten":
+        return Flatten()
+    if op == "maxpool":
+        return MaxPool(_pair_of(d["kernel"]), _pair_of(d["stride"]), _pair_of(d["padding"]),
+                       _pair_of(d["dilation"]), bool(d["ceil_mode"]))
+    raise ValueError(f"unknown step {op!r}")
+
+
+def _layer_from_dict(d: Mapping[str, object], weights: Mapping[str, np.ndarray]) -> QuantLayer:
+    name = str(d["name"])
+    shape = tuple(int(v) for v in d["weight_shape"])
+    if name not in weights:
+        raise ValueError(f"no weights for layer {name!r}")
+    w = np.asarray(weights[name], dtype=np.int64)
+    if w.shape != (shape[0], int(np.prod(shape[1:]))):
+        raise ValueError(f"{name}: weights of shape {w.shape} do not match {shape}")
+    arr = {k: np.asarray(d[k], dtype=np.float64 if k == "weight_scale" else np.int64)
+           for k in ("weight_scale", "bias_int32", "multiplier", "shift")}
+    conv = {}
+    if len(shape) > 2:
+        conv = {"stride": _pair_of(d["stride"]), "padding": _pair_of(d["padding"]),
+                "dilation": _pair_of(d["dilation"]), "groups": int(d["groups"])}
+    out = d["output_scale"]
+    return QuantLayer(name, _readonly(w), shape, _readonly(arr["weight_scale"]), _readonly(arr["bias_int32"]),
+                      float(d["input_scale"]), None if out is None else float(out),
+                      _readonly(arr["multiplier"]), _readonly(arr["shift"]), bool(d["relu"]),
+                      tuple(int(v) for v in d["input_shape"]),
+                      pattern=parse_pattern(d["pattern"]) if d.get("pattern") else None,
+                      folded_bn=d.get("folded_bn"), **conv)
 
 
 def _float_model(model: nn.Module) -> nn.Module:
