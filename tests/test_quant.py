@@ -268,3 +268,19 @@ def test_to_dict_round_trip_and_layer_chaining(models):
     assert q.next_activations(run.layers[-1].name, run.layers[-1].acc, 20) is None
     with pytest.raises(ConfigError, match="no weights"):
         QuantModel.from_dict(data, {})
+
+
+def test_qat_recovers_accuracy_that_4_bit_ptq_loses_and_keeps_the_mask(models):
+    from hwprune.config import load_array
+    from hwprune.quant import qat_quantize
+
+    task, m, pats = models
+    arr = load_array("os8x8").replace(weight_bits=4, act_bits=4, acc_bits=16)
+    ptq = quantize(m["2:4"], task, array=arr, patterns=pats["2:4"])
+    qat = qat_quantize(m["2:4"], task, array=arr, patterns=pats["2:4"], epochs=1)
+    assert evaluate_int(qat, task) > evaluate_int(ptq, task) + 0.02
+    float_mask = {name: t.weight.detach().reshape(t.weight.shape[0], -1).numpy() != 0
+                  for name, t in m["2:4"].named_modules() if isinstance(t, (nn.Conv2d, nn.Linear))}
+    for layer in qat.layers:
+        assert not np.any((layer.weight != 0) & ~float_mask[layer.name])
+        assert np.abs(layer.weight).max() <= 7

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calibration examples from the checkpoint's task (default 256)")
     p.add_argument("--calibration", choices=("percentile", "minmax"), default="percentile",
                    help="activation range: percentile (99.99 %% of |x|, default) or minmax")
+    p.add_argument("--qat-epochs", type=int, default=0, metavar="E",
+                   help="straight-through quantization-aware fine-tuning epochs after calibration "
+                        "(default 0: post-training quantization only)")
     p.add_argument("--batch", type=int, default=8, metavar="B",
                    help="test-batch examples held by the activation/output images (default 8)")
     p.add_argument("--verify", metavar="DIR", help="re-check an export directory against its manifest")
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_array
     from ..errors import ExportError
     from ..export import ALL_FORMATS, export_model
-    from ..quant import quantize
+    from ..quant import qat_quantize, quantize
     from ..tasks import load_task
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -87,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("--calib", args.calib), ("--batch", args.batch)):
         if value < 1:
             raise ConfigError(f"{name} must be a positive integer, not {value}")
+    if args.qat_epochs < 0:
+        raise ConfigError(f"--qat-epochs must be 0 or more, not {args.qat_epochs}")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ExportError(f"{out} exists; pass --force to overwrite it")
@@ -96,8 +101,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.checkpoint}: the checkpoint records no built-in task to calibrate "
                           "on; use hwprune.quant.quantize(model, data) from Python")
     task = load_task(ckpt.task)
-    q = quantize(ckpt.model, task, calib=args.calib, calibration=args.calibration, array=array,
-                 patterns=ckpt.patterns)
+    if args.qat_epochs:
+        q = qat_quantize(ckpt.model, task, epochs=args.qat_epochs, calib=args.calib,
+                         calibration=args.calibration, array=array, patterns=ckpt.patterns)
+    else:
+        q = quantize(ckpt.model, task, calib=args.calib, calibration=args.calibration, array=array,
+                     patterns=ckpt.patterns)
     batch = task.example_inputs(args.batch)[0]
     result = export_model(ckpt.model, q, batch, array, out, formats=formats, patterns=ckpt.patterns,
                           source=str(args.checkpoint), force=args.force)
