@@ -41,6 +41,7 @@ from ..images import (
     MEMORIES,
     LayerImages,
     MemoryMap,
+    _column_channels,
     build_images,
     memory_map,
 )
@@ -163,7 +164,8 @@ def _layer_entry(lr: LayerRun, images: LayerImages) -> dict[str, object]:
             "groups": lr.spec.groups, "pattern": str(lr.pattern) if lr.pattern is not None else None,
             "slots": images.map.slots, "group_size": images.map.group_size, "folds": images.folds,
             "row_tiles": sched.row_tiles, "col_tiles": sched.col_tiles, "n_out": sched.n_out,
-            "kept_channels": sched.kept_channels.tolist() if sched.kept_channels is not None else None,
+            # the layout's own column → channel map (−1: padding), which decoding reads back
+            "columns": _column_channels(sched, lr.spec.n_per_group, images.map.cols).tolist(),
             "words": {m: len(images.words[m]) for m in MEMORIES}, "map": images.map.to_dict()}
 
 
@@ -197,13 +199,16 @@ def decode_weights(words: Mapping[str, list[int]], mm: MemoryMap, layer: Mapping
     Walks the folds in schedule order (conv group, column tile, row tile); each descriptor gives
     the weight tile's base and K′; a slot's stream word gives its K group (K position when dense)
     and each column's index the position inside the group.  ``layer`` is the manifest entry
-    (dims, tiles, ``kept_channels``).
+    (dims, tiles, and ``columns``: the layout's column → channel map, −1 for padding).
     """
     N, K, groups = int(layer["N"]), int(layer["K"]), int(layer["groups"])
     npg = N // groups
     C, Mg = mm.cols, mm.group_size
     col_tiles, row_tiles = int(layer["col_tiles"]), int(layer["row_tiles"])
-    kept = layer.get("kept_channels")
+    columns = np.asarray(layer["columns"], dtype=np.int64).reshape(groups, -1)
+    if columns.shape[1] != col_tiles * C or columns.max(initial=-1) >= npg:
+        raise ExportError(f"{layer['name']}: the column map does not fit {col_tiles} tiles of {C} "
+                          f"columns and {npg} channels")
     desc = _fields(words["desc"], mm, "desc")[:, 0, :]
     stream = _fields(words["stream"], mm, "stream")[:, 0, 0]
     wv = _fields(words["weights"], mm, "weights")          # (slots, C, (value, index))
@@ -214,11 +219,7 @@ def decode_weights(words: Mapping[str, list[int]], mm: MemoryMap, layer: Mapping
     f = 0
     for g in range(groups):
         for tc in range(col_tiles):
-            chans = np.arange(tc * C, tc * C + C)
-            if kept is not None:
-                k = np.asarray(kept[g])
-                chans = np.where(chans < k.size, k[np.minimum(chans, k.size - 1)], -1)
-            chans = np.where(chans < npg, chans, -1)
+            chans = columns[g, tc * C: tc * C + C]
             base, kp = int(desc[f, 0]), int(desc[f, 1])
             if base + kp > len(stream) or base + kp > len(wv):
                 raise ExportError(f"{layer['name']}: fold {f} reads slots {base}..{base + kp} beyond "
