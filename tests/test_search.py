@@ -305,6 +305,18 @@ def test_plan_cost_refuses_another_model(tmp_path):
         plan_cost(load_model("lenet300100"), PruningPlan.make("os16x16", {"fc9": "2:4"}))
 
 
+def test_attention_projections_are_searched_and_products_are_fixed():
+    task = load_task("transformer")
+    model = task.make_model(0)
+    table = build_table(model, task, candidates="dense,2:4", sensitivity="fisher", use_cache=False)
+    assert "encoder.layers.0.self_attn.out_proj" in table.layers and table.layers[-1] == "head"
+    assert len(table.layers) == 9
+    from hwprune.importers import from_torch
+
+    products = [s for s in from_torch(model, task.example_inputs(1)) if not s.has_weights]
+    assert table.fixed == sum((candidate_cost([s], ARRAY, None, None) for s in products), Cost(0, 0.0, 0))
+
+
 def test_make_plan_and_uniform_points(digits):
     task, model = digits
     table = build_table(model, task, candidates="dense,2:4,1:4,unstructured:0.5", use_cache=False)

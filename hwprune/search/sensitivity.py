@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -132,27 +133,32 @@ class SensitivityCache:
                    json.dumps({**fields, **value.to_dict()}, sort_keys=True) + "\n", force=True)
 
 
-def val_metrics(model: nn.Module, data: WorkloadLike) -> tuple[float, float]:
-    """(loss, metric) of ``model`` on the validation split, eval mode, no gradients, one pass:
-    the workload's loss and metric over the whole split's outputs (for tasks: mean
-    cross-entropy and top-1 accuracy)."""
-    from ..workload import _mha_fastpath_off
+class _WithLoss:
+    """A workload whose metric also records the loss of the same outputs (one evaluation pass)."""
 
-    was_training = model.training
-    model.eval()
-    refresh_pruned(model)
-    outs, targets = [], []
-    try:
-        with torch.no_grad(), _mha_fastpath_off():
-            for batch in data.eval_batches("val"):
-                outs.append(data.outputs(model, batch).detach())
-                targets.append(batch.targets)
-    finally:
-        model.train(was_training)
-    if not outs:
+    def __init__(self, data: WorkloadLike) -> None:
+        self._data = data
+        self.loss = float("nan")
+
+    def __getattr__(self, name: str):  # everything else is the wrapped workload's
+        return getattr(self._data, name)
+
+    def compute_metric(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        self.loss = float(self._data.compute_loss(outputs, targets))
+        return self._data.compute_metric(outputs, targets)
+
+
+def val_metrics(model: nn.Module, data: WorkloadLike) -> tuple[float, float]:
+    """(loss, metric) of ``model`` on the validation split from one evaluation pass
+    (:func:`hwprune.workload.evaluate`): the workload's loss and metric over the whole split's
+    outputs (for tasks: mean cross-entropy and top-1 accuracy)."""
+    from ..workload import evaluate
+
+    probe = _WithLoss(data)
+    metric = evaluate(model, probe, "val")
+    if math.isnan(probe.loss):
         raise ConfigError(f"{data.name}: the validation data is empty; sensitivity needs it")
-    out, tgt = torch.cat(outs), torch.cat(targets)
-    return float(data.compute_loss(out, tgt)), float(data.compute_metric(out, tgt))
+    return probe.loss, metric
 
 
 @contextlib.contextmanager

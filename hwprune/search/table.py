@@ -276,12 +276,14 @@ def build_table(model: nn.Module, data: WorkloadLike | str, array: str | ArrayCo
     was_training = model.training
     model.eval()
     targets = prunable_layers(model)
-    order, followers = layer_graph(model, task.example_inputs(2), targets)
+    _, followers = layer_graph(model, task.example_inputs(2), targets)
     specs = from_torch(make_permanent(clone_model(model)), task.example_inputs(1))
-    grouped, rest = specs_by_layer(specs, [n for n in order if n in targets])
-    layers = [n for n in order if grouped.get(n)]  # a layer that never runs costs nothing to prune
+    # execution order as the importer saw it (forward hooks miss MultiheadAttention.out_proj);
+    # a layer that never runs costs nothing and is not searched
+    layers = list(dict.fromkeys(b for s in specs if s.has_weights and (b := s.name.split("#", 1)[0]) in targets))
     if not layers:
         raise ConfigError(f"{type(model).__name__} has no prunable layer the search can cost")
+    grouped, rest = specs_by_layer(specs, layers)
     fixed = sum((candidate_cost([s], cfg, None, None) for s in rest), Cost(0, 0.0, 0))
 
     needs = crit.needs | ({"grad"} if sensitivity == "fisher" else set())
@@ -307,7 +309,7 @@ def build_table(model: nn.Module, data: WorkloadLike | str, array: str | ArrayCo
         alive = None if existing is None else as_matrix(existing).detach().cpu().numpy().astype(bool)
         reference[i] = candidate_cost(grouped[name], cfg, None, alive).as_tuple()
         for j, pat in enumerate(cands):
-            if isinstance(pat, Channel) and name == order[-1]:
+            if isinstance(pat, Channel) and name == layers[-1]:
                 allowed[i, j] = False  # removing output channels of the classifier removes classes
                 continue
             if isinstance(pat, Dense):
