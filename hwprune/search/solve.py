@@ -198,9 +198,10 @@ def solve_exact(table: SearchTable, budget: Budget, *, objective: str = "loss") 
         floor = np.where(table.allowed, table.costs[..., k], np.inf).min(axis=1)
         constraints.append(LinearConstraint((coef - np.repeat(floor, C))[None, :], -np.inf,
                                             cap - fixed[key] - floor.sum()))
+    keep = table.allowed & ~_dominated(values, table.costs[..., [COST_KEYS.index(k) for k in caps]], table.allowed)
     t0 = time.perf_counter()
     res = milp(values.ravel(), constraints=constraints, integrality=np.ones(n),
-               bounds=Bounds(0, table.allowed.ravel().astype(float)),
+               bounds=Bounds(0, keep.ravel().astype(float)),
                options={"mip_rel_gap": 0.0, "presolve": True})
     seconds = time.perf_counter() - t0
     if res.status == 2:
@@ -211,6 +212,22 @@ def solve_exact(table: SearchTable, budget: Budget, *, objective: str = "loss") 
     sel = _selection(table, choice, "exact", objective, caps, seconds)
     _verify(sel, caps)
     return sel
+
+
+def _dominated(values: np.ndarray, costs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """(L, C) True where another allowed candidate of the layer is no worse in value and in
+    every budgeted cost, and strictly better in one (or equal in all and listed first).
+
+    Dropping these keeps the optimum (swap one in a plan: no cost rises, the value does not
+    grow) and shrinks what branch and bound explores.
+    """
+    v = np.where(allowed, values, np.inf)[:, :, None]                 # candidate j (axis 1) …
+    w = np.where(allowed, values, np.inf)[:, None, :]                 # … against candidate k (axis 2)
+    cj, ck = costs[:, :, None, :], costs[:, None, :, :]
+    no_worse = (w <= v) & (ck <= cj).all(axis=-1) & allowed[:, None, :]
+    strictly = (w < v) | (ck < cj).any(axis=-1)
+    first = np.arange(values.shape[1])[None, :] < np.arange(values.shape[1])[:, None]  # k < j
+    return (no_worse & (strictly | first[None])).any(axis=2)
 
 
 def _verify(sel: Selection, caps: Mapping[str, float]) -> None:
