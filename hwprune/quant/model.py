@@ -470,20 +470,28 @@ def _bits(array: ArrayConfig | None) -> tuple[int, int, int, int]:
 
 def quantize_steps(steps: tuple, x: torch.Tensor, *, calibration: Calibration,
                    array: ArrayConfig | None = None,
-                   patterns: Mapping[str, SparsityPattern | str] | None = None) -> QuantModel:
-    """Quantize a float chain of steps with calibration inputs ``x`` (see :func:`quantize`)."""
+                   patterns: Mapping[str, SparsityPattern | str] | None = None,
+                   scales: Mapping[str, float] | None = None) -> QuantModel:
+    """Quantize a float chain of steps with calibration inputs ``x`` (see :func:`quantize`).
+
+    ``scales`` fixes activation scales instead of calibrating them: ``"input"`` for the network
+    input, a layer name for that layer's output (QAT keeps the scales it trained with).
+    """
+    fixed = dict(scales or {})
     wb, ab, accb, gs = _bits(array)
     amax_q = (1 << (ab - 1)) - 1
     pats = {k: parse_pattern(v) if isinstance(v, str) else v for k, v in (patterns or {}).items()}
     _, outs = run_float(steps, x, record=True)
 
     def scale_of(t: torch.Tensor, where: str) -> float:
+        if where in fixed:
+            return float(fixed[where])
         amax = amax_of([t], calibration)
         if amax <= 0:
             raise ConfigError(f"{where}: calibration activations are all zero; cannot choose a scale")
         return amax / amax_q
 
-    s_in0 = scale_of(x, "model input")
+    s_in0 = scale_of(x, "input")
     scale, shape = s_in0, tuple(x.shape[1:])
     out_steps: list[QStep] = []
     i = 0

@@ -7,8 +7,9 @@ the network input and every requantized layer output to ``act_bits`` with the ac
 post-training calibration chose.  Rounding is the identity in the backward pass (Bengio et al.'s
 straight-through estimator), so the optimizer learns weights that survive rounding.  Pruned
 weights stay exactly zero (the mask multiplies the weights in every step).  The fine-tuned chain is
-then quantized again with :func:`~hwprune.quant.model.quantize_steps`: the result is an ordinary
-:class:`~hwprune.quant.QuantModel`, and the integer reference stays the one definition.
+then quantized again with :func:`~hwprune.quant.model.quantize_steps` (keeping the activation scales
+it was trained with): the result is an ordinary :class:`~hwprune.quant.QuantModel`, and the
+integer reference stays the one definition.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.nn import functional as F
 from ..config import ArrayConfig, load_array
 from ..patterns import SparsityPattern
 from .calibrate import Calibration, calibration_inputs
-from .graph import Gemm, MaxPool, Relu, Step, float_steps, run_float
+from .graph import Gemm, MaxPool, Relu, Step, float_steps
 from .model import QuantModel, _float_model, quantize_steps
 
 __all__ = ["FakeQuantChain", "qat_quantize"]
@@ -110,7 +111,8 @@ def qat_quantize(model: nn.Module, data: object, *, epochs: int = 2, lr: float |
     """Post-training quantization, ``epochs`` of straight-through fine-tuning on ``data`` (a
     workload: its train batches and loss), then quantization of the fine-tuned chain.
 
-    ``lr`` defaults to a tenth of the workload's fine-tuning rate.  The model is not modified.
+    ``lr`` defaults to the workload's fine-tuning rate.  The activation scales are calibrated once,
+    before fine-tuning, and kept.  The model is not modified.
     """
     from ..train import train
     from ..workload import as_workload
@@ -122,8 +124,9 @@ def qat_quantize(model: nn.Module, data: object, *, epochs: int = 2, lr: float |
     x = calibration_inputs(workload, calib, seed=seed).double()
     q0 = quantize_steps(steps, x, calibration=calib_cfg, array=cfg, patterns=patterns)
     chain = FakeQuantChain(steps, q0)
-    rate = lr if lr is not None else 0.1 * workload.finetune_lr
+    rate = lr if lr is not None else workload.finetune_lr
     train(chain, workload, epochs=epochs, lr=rate, seed=seed)
-    tuned = chain.float_steps()
-    run_float(tuned, x[:1].float())   # the tuned chain still runs (shapes unchanged)
-    return quantize_steps(tuned, x, calibration=calib_cfg, array=cfg, patterns=patterns)
+    scales = {"input": q0.input_scale, **{lay.name: lay.output_scale for lay in q0.layers
+                                           if lay.output_scale is not None}}
+    return quantize_steps(chain.float_steps(), x, calibration=calib_cfg, array=cfg, patterns=patterns,
+                          scales=scales)
