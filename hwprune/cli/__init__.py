@@ -24,6 +24,7 @@ COMMANDS = [
     "prune",
     "export",
     "hw",        # rtl, sim
+    "sweep",
     "report",
     "demo",
 ]
