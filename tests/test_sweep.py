@@ -90,7 +90,7 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path, space):
         run_sweep(MODELS, space, tmp_path / "s", area=False, accuracy=False)
     again = run_sweep(MODELS, space, tmp_path / "s", resume=True, area=False, accuracy=False, chunk=3)
     assert again.skipped["cost_points"] == 6 and again.computed["cost_points"] == 16 - 6
-    fresh = run_sweep(MODELS, space, tmp_path / "fresh", area=False, accuracy=False)
+    run_sweep(MODELS, space, tmp_path / "fresh", area=False, accuracy=False)
     assert _table(tmp_path / "s").equals(_table(tmp_path / "fresh"))
     # nothing left: a second resume computes nothing
     assert run_sweep(MODELS, space, tmp_path / "s", resume=True, area=False, accuracy=False).computed == {
