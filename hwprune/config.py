@@ -15,9 +15,15 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ArrayConfig", "EnergyTable", "load_array", "preset_names", "read_text", "DATAFLOWS"]
+__all__ = ["ArrayConfig", "EnergyTable", "load_array", "preset_names", "read_text", "index_bits",
+           "DATAFLOWS"]
 
 DATAFLOWS = ("os", "ws", "is")
+
+
+def index_bits(group_size: int) -> int:
+    """Bits of an index selecting one of ``group_size`` positions: ⌈log₂ M⌉ (0 when M = 1)."""
+    return math.ceil(math.log2(group_size)) if group_size > 1 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +123,7 @@ class ArrayConfig:
     @property
     def index_bits(self) -> int:
         """Bits of the per-weight index selecting one of ``group_size`` activations."""
-        return max(1, math.ceil(math.log2(self.group_size))) if self.group_size > 1 else 0
+        return index_bits(self.group_size)
 
     @property
     def nm_ratios(self) -> tuple[str, ...]:

@@ -21,7 +21,8 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .patterns import SparsityPattern
 
-__all__ = ["LayerKind", "ConvGeometry", "LayerSpec", "im2col", "conv_output_size"]
+__all__ = ["LayerKind", "ConvGeometry", "LayerSpec", "im2col", "conv_output_size", "same_padding",
+           "symmetric_padding"]
 
 
 class LayerKind(enum.StrEnum):
@@ -51,6 +52,22 @@ def _pair(name: str, value: int | tuple[int, int], *, minimum: int = 1) -> tuple
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     """PyTorch's output-size rule: ⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def same_padding(size: int, kernel: int, stride: int = 1, dilation: int = 1, *,
+                 upper: bool = True) -> tuple[int, int]:
+    """(begin, end) padding that gives ⌈size / stride⌉ outputs: ONNX ``SAME_UPPER`` (the odd
+    pixel at the end; PyTorch's ``padding='same'``, stride 1) or ``SAME_LOWER`` (at the start)."""
+    out = -(-size // stride)
+    total = max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - size)
+    small, big = total // 2, total - total // 2
+    return (small, big) if upper else (big, small)
+
+
+def symmetric_padding(size: int, begin: int, end: int) -> tuple[int, int]:
+    """(input size, padding) for :class:`ConvGeometry`, which pads both sides alike: the smaller
+    pad on both sides and the input extended by the difference (same output size and GEMM)."""
+    return size + abs(end - begin), min(begin, end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ArrayConfig, load_array
+from .config import ArrayConfig, index_bits, load_array
 from .cost import ModelCost
 from .errors import ConfigError
 from .tasks import Task
@@ -166,13 +166,12 @@ def param_counts(model: nn.Module) -> tuple[int, int]:
 
 def _nm_slots(mask: np.ndarray, m: int) -> tuple[int, int]:
     """(slots, n) of storing an N×K mask in n-of-m groups, n = the densest group."""
+    from .patterns import group_view
+    from .schedule import k_prime
+
     rows, k = mask.shape
-    groups = math.ceil(k / m)
-    padded = np.zeros((rows, groups * m), dtype=bool)
-    padded[:, :k] = mask
-    n = int(padded.reshape(rows, groups, m).sum(axis=2).max(initial=0))
-    full, rem = divmod(k, m)
-    return rows * (full * n + min(rem, n)), n
+    n = int(group_view(mask, m, False).sum(axis=2).max(initial=0))
+    return rows * k_prime(k, m, n), n
 
 
 def storage_bytes(model: nn.Module, *, group_size: int = 4) -> dict[str, int]:
@@ -197,8 +196,8 @@ def storage_bytes(model: nn.Module, *, group_size: int = 4) -> dict[str, int]:
         nnz = int(mask.sum())
         csr += 4 * nnz + 4 * nnz + 4 * (w.shape[0] + 1)
         slots, n = _nm_slots(mask, group_size)
-        index_bits = 0 if n >= group_size else max(1, math.ceil(math.log2(group_size)))
-        nm += slots + math.ceil(slots * index_bits / 8)
+        bits = 0 if n >= group_size else index_bits(group_size)
+        nm += slots + math.ceil(slots * bits / 8)
     return {"fp32": fp32, "csr": csr, "nm_int8": nm}
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import ConfigError
 
 __all__ = ["PATTERN_SYNTAX", "SparsityPattern", "Dense", "Unstructured", "NM", "Block", "Channel",
-           "parse_pattern", "PATTERNS", "topk_mask"]
+           "parse_pattern", "PATTERNS", "topk_mask", "group_view"]
 
 
 #: The text forms, for help texts and error messages.
@@ -42,6 +42,17 @@ def topk_mask(scores: np.ndarray, keep: int) -> np.ndarray:
         order = np.argsort(-flat, kind="stable")
         mask[order[:keep]] = True
     return mask.reshape(np.shape(scores))
+
+
+def group_view(a: np.ndarray, group_size: int, fill: object = 0) -> np.ndarray:
+    """An N×K matrix as (N, ⌈K/M⌉, M) groups of M consecutive K positions, the last one padded
+    with ``fill``: the one definition of N:M groups along K (patterns, schedule, metrics)."""
+    a = np.asarray(a)
+    rows, k = a.shape
+    pad = (-k) % group_size
+    if pad:
+        a = np.concatenate([a, np.full((rows, pad), fill, dtype=a.dtype)], axis=1)
+    return a.reshape(rows, -1, group_size)
 
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:
@@ -139,14 +150,11 @@ class NM(SparsityPattern):
 
     def _mask(self, s: np.ndarray) -> np.ndarray:
         rows, k = s.shape
-        groups = math.ceil(k / self.m)
-        padded = np.full((rows, groups * self.m), -np.inf)
-        padded[:, :k] = s
-        g = padded.reshape(rows, groups, self.m)
+        g = group_view(s, self.m, -np.inf)
         order = np.argsort(-g, axis=2, kind="stable")
         keep = np.zeros_like(g, dtype=bool)
         np.put_along_axis(keep, order[:, :, : self.n], True, axis=2)
-        return keep.reshape(rows, groups * self.m)[:, :k]
+        return keep.reshape(rows, -1)[:, :k]
 
     def __str__(self) -> str:
         return f"{self.n}:{self.m}"

@@ -35,9 +35,9 @@ import numpy as np
 from .config import ArrayConfig
 from .errors import ConfigError, UnsupportedLayerError
 from .ir import LayerSpec
-from .patterns import NM, Block, Channel, Dense, SparsityPattern
+from .patterns import NM, Block, Channel, Dense, SparsityPattern, group_view
 
-__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "RtlTiming", "RTL_TIMING"]
+__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "k_prime", "RtlTiming", "RTL_TIMING"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +132,13 @@ class Fold:
     @property
     def k_prime(self) -> int:
         return int(self.k_slots.sum())
+
+
+def k_prime(k: int, group_size: int, slots: int) -> int:
+    """Slots one output channel issues over K with every group issued:
+    K′ = ⌊K/M⌋·N + min(K mod M, N) (a last, partial group needs no more slots than positions)."""
+    full, rem = divmod(k, group_size)
+    return full * slots + min(rem, slots)
 
 
 def group_slot_counts(k: int, group_size: int, slots: int) -> np.ndarray:
@@ -292,10 +299,7 @@ def _issue_width(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern,
 
 
 def _max_occupancy(mask: np.ndarray, group_size: int) -> int:
-    n, k = mask.shape
-    pad = (-k) % group_size
-    m = np.pad(mask, ((0, 0), (0, pad))) if pad else mask
-    return int(m.reshape(n, -1, group_size).sum(axis=2).max(initial=0))
+    return int(group_view(mask, group_size, False).sum(axis=2).max(initial=0))
 
 
 def _expected_max_occupancy(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern) -> int:
@@ -391,10 +395,7 @@ def _check_size(spec: LayerSpec, what: str, count: int) -> None:
 
 def _issued_from_mask(mask: np.ndarray, groups: int, npg: int, kept: np.ndarray | None, cols: int,
                       col_tiles: int, gs: int, kg: int) -> np.ndarray:
-    n, k = mask.shape
-    pad = (-k) % gs
-    m = np.pad(mask, ((0, 0), (0, pad))) if pad else mask
-    any_in_group = m.reshape(n, kg, gs).any(axis=2).reshape(groups, npg, kg)
+    any_in_group = group_view(mask, gs, False).any(axis=2).reshape(groups, npg, kg)
     if kept is not None:
         rows = np.where(kept >= 0, kept, 0)
         any_in_group = np.take_along_axis(any_in_group, rows[:, :, None], axis=1) & (kept >= 0)[:, :, None]

@@ -8,11 +8,10 @@ last partial K group — and what group skipping saves below it.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
-from ..config import ArrayConfig
+from ..config import ArrayConfig, index_bits
 from ..images import build_images
 from ..patterns import NM
 from ..quant.model import QuantModel
@@ -24,7 +23,7 @@ def format_bound(n: int, m: int, bits: int = 8) -> float:
     """Compressed/dense bits of an n:m format with ⌈log2 m⌉-bit indices (2:4 int8: 0.625)."""
     if n >= m:
         return 1.0
-    return n * (bits + max(1, math.ceil(math.log2(m)))) / (m * bits)
+    return n * (bits + index_bits(m)) / (m * bits)
 
 
 def layer_weight_bytes(q: QuantModel, array: ArrayConfig) -> list[dict[str, object]]:

@@ -33,7 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ConfigError, UnsupportedLayerError
-from ..ir import ConvGeometry, LayerSpec
+from ..ir import ConvGeometry, LayerSpec, same_padding, symmetric_padding
 
 __all__ = ["from_onnx", "UNSUPPORTED_OPS"]
 
@@ -351,21 +351,16 @@ class _Graph:
         auto_pad = a.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            begin, end = [], []
-            for s, k, st, d in zip(spatial, kernel, strides, dilations):
-                out = -(-s // st)
-                total = max(0, (out - 1) * st + d * (k - 1) + 1 - s)
-                small, big = total // 2, total - total // 2
-                begin.append(small if auto_pad == "SAME_UPPER" else big)
-                end.append(big if auto_pad == "SAME_UPPER" else small)
+            pairs = [same_padding(s, k, st, d, upper=auto_pad == "SAME_UPPER")
+                     for s, k, st, d in zip(spatial, kernel, strides, dilations)]
+            begin, end = [b for b, _ in pairs], [e for _, e in pairs]
         elif auto_pad == "VALID":
             begin, end = [0] * dims, [0] * dims
         else:
             pads = list(a.get("pads", [0] * 2 * dims))
             begin, end = pads[:dims], pads[dims:]
-        # ConvGeometry pads symmetrically: keep the smaller pad and extend the input by the rest.
-        in_size = [s + abs(e - b) for s, b, e in zip(spatial, begin, end)]
-        pad = [min(b, e) for b, e in zip(begin, end)]
+        sym = [symmetric_padding(s, b, e) for s, b, e in zip(spatial, begin, end)]
+        in_size, pad = [s for s, _ in sym], [p for _, p in sym]
         if one_d:
             in_size, kernel, strides, pad, dilations = ([1, *in_size], [1, *kernel], [1, *strides],
                                                         [0, *pad], [1, *dilations])

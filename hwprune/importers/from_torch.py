@@ -48,7 +48,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError, UnsupportedLayerError
-from ..ir import ConvGeometry, LayerSpec
+from ..ir import ConvGeometry, LayerSpec, same_padding, symmetric_padding
 
 __all__ = ["from_torch", "resolve_weight"]
 
@@ -339,12 +339,12 @@ class _Recorder(TorchFunctionMode):
         kernel = tuple(weight.shape[2:])
         stride, dilation = _tuple(stride, dims), _tuple(dilation, dims)
         in_size = list(spatial)
-        if isinstance(padding, str):
+        if isinstance(padding, str):  # 'valid', or 'same' (stride 1: SAME_UPPER)
             pads = []
             for i in range(dims):
-                total = 0 if padding == "valid" else dilation[i] * (kernel[i] - 1)
-                pads.append(total // 2)
-                in_size[i] += total % 2  # 'same' with an odd total pads one more at the end
+                begin, end = (0, 0) if padding == "valid" else same_padding(spatial[i], kernel[i], 1, dilation[i])
+                in_size[i], pad = symmetric_padding(spatial[i], begin, end)
+                pads.append(pad)
         else:
             pads = list(_tuple(padding, dims))
         if one_d:

@@ -37,7 +37,7 @@ from ..config import ArrayConfig, load_array
 from ..errors import ConfigError, UnsupportedLayerError
 from ..images import reference_outputs, wrap
 from ..ir import ConvGeometry, LayerSpec, im2col
-from ..patterns import NM, Dense, SparsityPattern, Unstructured, parse_pattern
+from ..patterns import NM, Dense, SparsityPattern, Unstructured, group_view, parse_pattern
 from .calibrate import Calibration, amax_of, calibration_inputs
 from .fixedpoint import quantize_multiplier, requantize
 from .graph import Flatten, Gemm, MaxPool, Relu, float_steps, run_float
@@ -84,9 +84,7 @@ def detect_pattern(weights: np.ndarray, group_size: int = 4) -> SparsityPattern:
     nz = np.asarray(weights) != 0
     if nz.all():
         return Dense()
-    n, k = nz.shape
-    pad = (-k) % group_size
-    occ = int(np.pad(nz, ((0, 0), (0, pad))).reshape(n, -1, group_size).sum(axis=2).max(initial=0))
+    occ = int(group_view(nz, group_size, False).sum(axis=2).max(initial=0))
     if 0 < occ < group_size:
         return NM(occ, group_size)
     return Unstructured(max(float(nz.mean()), 1e-6))
