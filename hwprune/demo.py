@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,11 @@ class StageRecord:
     status: str
     seconds: float
     note: str
+    cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 3), "note": self.note}
+        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 3),
+                "cpu_seconds": round(self.cpu_seconds, 3), "note": self.note}
 
 
 class DemoEvents:
@@ -288,21 +291,53 @@ def _rtl(run: _Run) -> str:
         text = verilog(run.array, slots)
         key = hashlib.sha256(text.encode()).hexdigest()
         groups.setdefault(key, {"text": text, "slots": slots, "patterns": []})["patterns"].append(name)
+    stats: dict[str, Any] = dict.fromkeys(groups)
+    if run.options.stats:
+        # yosys runs in a subprocess: one per design, side by side
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {k: pool.submit(synth_stats, run.array, g["slots"]) for k, g in groups.items()}
+            stats = {k: f.result() for k, f in futures.items()}
     rows = []
-    for g in groups.values():
+    for key, g in groups.items():
         tag = "_".join(p.replace(":", "of") for p in g["patterns"])
         v = f"rtl/{TOP_NAME}_{tag}.v"
         info = describe(run.array, g["slots"])
         write_text(run.file(v), g["text"])
-        stats = synth_stats(run.array, g["slots"]) if run.options.stats else None
-        info["stats"] = stats
+        info["stats"] = stats[key]
         write_text(run.file(f"rtl/{TOP_NAME}_{tag}.json"), json.dumps(info, indent=2) + "\n")
-        rows.append({"pattern": ", ".join(g["patterns"]), "slots": g["slots"], "verilog": v, "stats": stats})
+        rows.append({"pattern": ", ".join(g["patterns"]), "slots": g["slots"], "verilog": v, "stats": stats[key]})
         run.events.advance(len(g["patterns"]))
     run.summary["rtl"] = {"designs": rows}
     cells = ", ".join(f"{r['pattern']}: {r['stats']['total']['cells']:,} cells" for r in rows if r["stats"])
     return (f"{len(rows)} design(s) for {run.array.name} serving {', '.join(designs.values())}"
             + (f"; {cells}" if cells else " (yosys skipped)"))
+
+
+def _chunk_images(run: _Run, layer: Any, images: int, pattern: Any) -> int:
+    """The most whole images of ``layer`` (a :class:`hwprune.quant.LayerRun`) whose operands
+    fit the array's memories at once, by bisection (the image writer checks the sizes before
+    packing, so a probe that does not fit costs little)."""
+    from .images import build_images
+
+    q = run.objects["qmodel"].layer(layer.name)
+    rows = layer.acts.shape[1] // images
+
+    def fits(n: int) -> bool:
+        try:
+            build_images(q.spec(n), layer.weights, layer.acts[:, : n * rows], run.array, pattern)
+        except UnsupportedLayerError:
+            return False
+        return True
+
+    if fits(images):
+        return images
+    lo, hi = 0, images                                       # lo fits (0: vacuously), hi does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    if lo == 0:
+        raise UnsupportedLayerError(f"{layer.name}: one image does not fit the memories of {run.array.name}")
+    return lo
 
 
 def _sim_layer(run: _Run, layer: Any, images: int) -> tuple[Any, Any]:
@@ -316,24 +351,18 @@ def _sim_layer(run: _Run, layer: Any, images: int) -> tuple[Any, Any]:
     q = run.objects["qmodel"].layer(layer.name)
     pattern = layer.pattern if isinstance(layer.pattern, NM) else None
     rows = layer.acts.shape[1] // images                     # im2col rows per image
-    chunk, start, outs, cycles, predicted, runs = images, 0, [], 0, 0, 0
-    while start < images:
+    chunk = _chunk_images(run, layer, images, pattern)
+    outs, cycles, predicted, runs = [], 0, 0, 0
+    for start in range(0, images, chunk):
         n = min(chunk, images - start)
         sl = slice(start * rows, (start + n) * rows)
-        try:
-            res = simulate(q.spec(n), layer.weights, layer.acts[:, sl], pattern, run.array, verify=False)
-        except UnsupportedLayerError:
-            if n == 1:
-                raise
-            chunk = max(1, n // 2)                           # too big for the memories: halve
-            continue
+        res = simulate(q.spec(n), layer.weights, layer.acts[:, sl], pattern, run.array, verify=False)
         if not (res.bit_exact and res.cycle_exact):
             return None, res
         outs.append(res.outputs_int32.astype(np.int64))
         cycles += res.cycles
         predicted += res.predicted_cycles
         runs += 1
-        start += n
     return (np.concatenate(outs, axis=1), cycles, predicted, runs, chunk), None
 
 
@@ -424,6 +453,13 @@ def _file_list(work: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (Verilator, yosys): the stage's
+    work, apart from what other processes on a shared machine take."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def run_demo(options: DemoOptions, events: DemoEvents | None = None) -> dict[str, Any]:
     """Run the whole flow; write ``options.out/summary.json`` and ``report.html``; return the summary.
 
@@ -451,15 +487,16 @@ def run_demo(options: DemoOptions, events: DemoEvents | None = None) -> dict[str
                        array=array.to_dict(), stages=[])
     try:
         for name, stage in STAGES:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu()
             try:
                 note, status = stage(run), "done"
             except _Failed as exc:
                 note, status = str(exc), "failed"
-            record = StageRecord(name, status, time.perf_counter() - t0, note)
+            record = StageRecord(name, status, time.perf_counter() - t0, note, _cpu() - c0)
             run.summary["stages"].append(record.to_dict())
             events.finish(record)
         run.summary["total_seconds"] = round(sum(s["seconds"] for s in run.summary["stages"]), 3)
+        run.summary["total_cpu_seconds"] = round(sum(s["cpu_seconds"] for s in run.summary["stages"]), 3)
         run.summary["files"] = _file_list(work)
         write_text(work / SUMMARY_FILE, json.dumps(run.summary, indent=2) + "\n")
         write_report(work, summary=run.summary)

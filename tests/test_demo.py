@@ -34,6 +34,7 @@ def test_summary_has_every_stage_timed_and_exact(demo_dir):
     assert [st["name"] for st in s["stages"]] == [name for name, _ in STAGES]
     assert all(st["seconds"] >= 0 and st["status"] == "done" and st["note"] for st in s["stages"])
     assert s["total_seconds"] == pytest.approx(sum(st["seconds"] for st in s["stages"]), abs=0.01)
+    assert all(st["cpu_seconds"] >= 0 for st in s["stages"]) and s["total_cpu_seconds"] > 0
     # the plan fits the budget, as predicted by the cost model on the pruned model's real masks
     dense, plan = s["cost"]["dense"]["total"]["cycles"], s["cost"]["plan"]["total"]["cycles"]
     assert plan <= s["plan"]["budget"] * dense

@@ -112,12 +112,12 @@ def _render(summary: dict, out: Path) -> None:
     if not console.is_terminal:
         console = Console(width=130)
     st = Table(title="stages", title_justify="left")
-    for col in ("stage", "status", "seconds", "what happened"):
-        st.add_column(col, justify="right" if col == "seconds" else "left", overflow="fold")
+    for col in ("stage", "status", "wall s", "CPU s", "what happened"):
+        st.add_column(col, justify="right" if col.endswith(" s") else "left", overflow="fold")
     for s in summary["stages"]:
-        style = None if s["status"] == "done" else "yellow"
-        st.add_row(s["name"], s["status"], f"{s['seconds']:.1f}", s["note"], style=style)
-    st.add_row("total", "", f"{summary['total_seconds']:.1f}", "")
+        style = None if s["status"] == "done" else "red"
+        st.add_row(s["name"], s["status"], f"{s['seconds']:.1f}", f"{s['cpu_seconds']:.1f}", s["note"], style=style)
+    st.add_row("total", "", f"{summary['total_seconds']:.1f}", f"{summary['total_cpu_seconds']:.1f}", "")
     console.print(st)
     t = Table(title=f"hwprune demo: {summary['model']} on {summary['array']['name']}", title_justify="left")
     t.add_column("figure")

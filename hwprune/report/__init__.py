@@ -157,10 +157,11 @@ def _stages(s: Mapping[str, Any]) -> str:
         status = st["status"]
         cls = {"done": "ok", "failed": "bad"}.get(status, "na")
         rows.append([_e(st["name"]), f'<span class="{cls}">{_e(status)}</span>', f"{st['seconds']:.1f}",
-                     _e(st.get("note", ""))])
+                     f"{st.get('cpu_seconds', 0):.1f}", _e(st.get("note", ""))])
     total = sum(st["seconds"] for st in s["stages"])
-    rows.append(["<b>total</b>", "", f"<b>{total:.1f}</b>", ""])
-    return _table(["stage", "status", "seconds", "what happened"], rows, raw=True, text=(1, 3))
+    cpu = sum(st.get("cpu_seconds", 0) for st in s["stages"])
+    rows.append(["<b>total</b>", "", f"<b>{total:.1f}</b>", f"<b>{cpu:.1f}</b>", ""])
+    return _table(["stage", "status", "wall s", "CPU s", "what happened"], rows, raw=True, text=(1, 4))
 
 
 def _array(s: Mapping[str, Any]) -> str:
