@@ -130,84 +130,69 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
     return msg
 
 
-def test_flipped_byte_truncation_missing_file_and_shape_mismatch(exported, tmp_path):
-    out, _ = exported
-    d = _copy(out, tmp_path)
-    (d / "fc1" / "weights.bin").write_bytes(bytes([(d / "fc1" / "weights.bin").read_bytes()[0] ^ 1])
-                                             + (d / "fc1" / "weights.bin").read_bytes()[1:])
-    with pytest.raises(ExportError) as e:
-        load_export(d)
-    assert "fc1/weights.bin: sha256" in _one_line(e)
+def _flip_first_byte(d):
+    p = d / "fc1" / "weights.bin"
+    data = p.read_bytes()
+    p.write_bytes(bytes([data[0] ^ 1]) + data[1:])
 
-    shutil.rmtree(d)
-    d = _copy(out, tmp_path)
+
+def _truncate(d):
     p = d / "conv2" / "acts.mif"
     p.write_text(p.read_text()[: len(p.read_text()) // 2])
-    with pytest.raises(ExportError, match="conv2/acts.mif: sha256") as e:
-        load_export(d)
-    _one_line(e)
-
-    shutil.rmtree(d)
-    d = _copy(out, tmp_path)
-    (d / "fc2" / "desc.coe").unlink()
-    with pytest.raises(ExportError, match="fc2/desc.coe: missing") as e:
-        load_export(d)
-    _one_line(e)
-
-    # a manifest whose layer shape disagrees with its files (sha256 all fine)
-    shutil.rmtree(d)
-    d = _copy(out, tmp_path)
-    m = json.loads((d / "manifest.json").read_text())
-    m["layers"][2]["K"] = 500
-    (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ExportError, match="fc1") as e:
-        load_export(d)
-    _one_line(e)
-
-    shutil.rmtree(d)
-    d = _copy(out, tmp_path)
-    m = json.loads((d / "manifest.json").read_text())
-    rec = next(f for f in m["files"] if f["layer"] == "conv1" and f["memory"] == "outputs" and f["format"] == "bin")
-    rec["depth"] += 1
-    (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ExportError, match="conv1/outputs.bin: .* words, the manifest says") as e:
-        load_export(d)
-    _one_line(e)
-
-    # scales that do not chain the layers' images
-    shutil.rmtree(d)
-    d = _copy(out, tmp_path)
-    m = json.loads((d / "manifest.json").read_text())
-    m["quant"]["steps"][0]["multiplier"] = [v // 2 for v in m["quant"]["steps"][0]["multiplier"]]
-    (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ExportError, match="conv2: its activations are not conv1's outputs requantized") as e:
-        load_export(d)
-    _one_line(e)
-
-    m["schema_version"] = 99
-    (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ExportError, match="schema version 99"):
-        load_export(d)
 
 
-def test_rewritten_image_with_matching_sha_is_caught_by_the_layout(exported, tmp_path):
-    """An outputs word changed and its sha256 updated: the words are no longer what the layout
-    gives for the decoded weights and activations."""
-    out, _ = exported
-    d = _copy(out, tmp_path)
+def _edit_manifest(edit):
+    def apply(d):
+        m = json.loads((d / "manifest.json").read_text())
+        edit(m)
+        (d / "manifest.json").write_text(json.dumps(m))
+    return apply
+
+
+def _file_record(m, layer, memory, fmt):
+    return next(f for f in m["files"] if (f["layer"], f["memory"], f["format"]) == (layer, memory, fmt))
+
+
+def _rewrite_outputs_with_new_sha(d):
+    """An outputs word changed and its sha256 updated in the manifest."""
+    from hwprune.export.bundle import sha256_of
+
     p = d / "fc2" / "outputs.hex"
     lines = p.read_text().splitlines()
     lines[0] = f"{int(lines[0], 16) ^ 1:0{len(lines[0])}x}"
     p.write_text("\n".join(lines) + "\n")
-    m = json.loads((d / "manifest.json").read_text())
-    from hwprune.export.bundle import sha256_of
+    _edit_manifest(lambda m: _file_record(m, "fc2", "outputs", "hex").update(sha256=sha256_of(p)))(d)
 
-    for f in m["files"]:
-        if f["path"] == "fc2/outputs.hex":
-            f["sha256"] = sha256_of(p)
-    (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ExportError, match="fc2: outputs word 0 is not what the layout gives"):
+
+def _halve(m):
+    m["quant"]["steps"][0]["multiplier"] = [v // 2 for v in m["quant"]["steps"][0]["multiplier"]]
+
+
+CORRUPTIONS = {
+    "flipped byte": (_flip_first_byte, "fc1/weights.bin: sha256"),
+    "truncated file": (_truncate, "conv2/acts.mif: sha256"),
+    "missing file": (lambda d: (d / "fc2" / "desc.coe").unlink(), "fc2/desc.coe: missing"),
+    "layer shape": (_edit_manifest(lambda m: m["layers"][2].update(K=500)), "fc1"),
+    "file depth": (_edit_manifest(lambda m: _file_record(m, "conv1", "outputs", "bin").update(
+        depth=_file_record(m, "conv1", "outputs", "bin")["depth"] + 1)),
+        "conv1/outputs.bin: .* words, the manifest says"),
+    "schema version": (_edit_manifest(lambda m: m.update(schema_version=99)), "schema version 99"),
+    # the files are intact but the manifest's scales do not chain conv1's outputs into conv2
+    "scales": (_edit_manifest(_halve), "conv2: its activations are not conv1's outputs requantized"),
+    # the sha256 matches, but the words are not what the layout gives for the decoded contents
+    "re-signed word": (_rewrite_outputs_with_new_sha, "fc2: outputs word 0 is not what the layout gives"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_every_corruption_is_one_line_export_error(exported, tmp_path, case):
+    out, _ = exported
+    d = _copy(out, tmp_path)
+    corrupt, message = CORRUPTIONS[case]
+    corrupt(d)
+    with pytest.raises(ExportError, match=message) as e:
         load_export(d)
+    _one_line(e)
 
 
 def _random_layer(rng: np.random.Generator, conv: bool) -> LayerSpec:
