@@ -324,3 +324,25 @@ def test_cli_export_verify_and_refusals(quantized, tmp_path, capsys):
     assert "vhd" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         quantize(models["dense"], task, calibration="entropy")
+
+
+def test_a_failed_export_leaves_nothing_and_force_replaces_the_whole_directory(quantized, tmp_path):
+    from hwprune.errors import UnsupportedLayerError
+    from hwprune.export import largest_batch
+
+    task, models, pats, qs = quantized
+    x = task.test.inputs[0]
+    out = tmp_path / "exp"
+    with pytest.raises(UnsupportedLayerError, match="conv1: needs"):
+        export_model(models["2:4"], qs["2:4"], x[:64], ARRAY, out, formats=["qdq", "hex"])
+    assert list(tmp_path.iterdir()) == []                       # no directory, no temporary left
+    b = largest_batch(qs["2:4"], ARRAY, 8)
+    assert 1 <= b < 8
+    with pytest.raises(UnsupportedLayerError):
+        export_model(models["2:4"], qs["2:4"], x[: b + 1], ARRAY, out, formats=["hex"])
+    export_model(models["2:4"], qs["2:4"], x[:b], ARRAY, out, formats=["hex"])
+    (out / "stale.txt").write_text("from an older export")
+    export_model(models["2:4"], qs["2:4"], x[:1], ARRAY, out, formats=["bin"], force=True)
+    assert not (out / "stale.txt").exists() and not list(out.rglob("*.hex"))
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+    assert load_export(out).manifest["batch"] == 1

@@ -13,13 +13,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "export", help="export a pruned checkpoint: ONNX float/QDQ int8 and FPGA memory images",
-        description="Quantize a checkpoint saved by `hwprune prune` to int8 (per-channel weights, "
-                    "calibrated activations, integer requantization), then write the pruned float "
-                    "ONNX model, the QDQ int8 ONNX model, and per layer the array's memory images "
-                    "(N:M weights and indices in schedule order, schedule stream, descriptors, the "
-                    "activations and expected int32 outputs of a test batch) as $readmemh .hex, "
-                    "Xilinx .coe, Intel .mif and raw .bin, with a manifest.json (sha256 per file) "
-                    "that `hwprune export --verify DIR` re-checks.",
+        description="Quantize a checkpoint saved by `hwprune prune` to int8 (per-channel weights,\n"
+                    "calibrated activations, integer requantization), then write into DIR:\n"
+                    "  model.onnx, model_qdq.onnx   the pruned float model and the QDQ int8 model\n"
+                    "  LAYER/MEMORY.{hex,coe,mif,bin} the array's memory images per layer: N:M weights\n"
+                    "                               and indices in schedule order, schedule stream,\n"
+                    "                               fold descriptors, a test batch's activations and\n"
+                    "                               the int32 outputs the array must produce\n"
+                    "  manifest.json                array config + hash, scales, sha256 of every file\n"
+                    "`hwprune export --verify DIR` re-checks a directory against its manifest.",
         epilog="examples:\n"
                "  hwprune prune digits_cnn --pattern 2:4 --out cnn24.pt\n"
                "  hwprune export cnn24.pt --array os16x16 --out cnn24_export/\n"
@@ -39,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qat-epochs", type=int, default=0, metavar="E",
                    help="straight-through quantization-aware fine-tuning epochs after calibration "
                         "(default 0: post-training quantization only)")
-    p.add_argument("--batch", type=int, default=8, metavar="B",
-                   help="test-batch examples held by the activation/output images (default 8)")
+    p.add_argument("--batch", type=int, default=None, metavar="B",
+                   help="test-batch examples held by the activation/output images (default: the "
+                        "most, up to 8, that fit the array's memories)")
     p.add_argument("--verify", metavar="DIR", help="re-check an export directory against its manifest")
     p.add_argument("--force", action="store_true", help="write into an existing DIR, replacing files")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..config import load_array
     from ..errors import ExportError
-    from ..export import ALL_FORMATS, export_model
+    from ..export import ALL_FORMATS, export_model, largest_batch
     from ..quant import qat_quantize, quantize
     from ..tasks import load_task
 
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     bad = [f for f in formats if f not in ALL_FORMATS]
     if bad or not formats:
         raise ConfigError(f"--formats: unknown format {bad[0] if bad else '(none)'!r} (known: {','.join(ALL_FORMATS)})")
-    for name, value in (("--calib", args.calib), ("--batch", args.batch)):
+    for name, value in (("--calib", args.calib), ("--batch", 1 if args.batch is None else args.batch)):
         if value < 1:
             raise ConfigError(f"{name} must be a positive integer, not {value}")
     if args.qat_epochs < 0:
@@ -107,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         q = quantize(ckpt.model, task, calib=args.calib, calibration=args.calibration, array=array,
                      patterns=ckpt.patterns)
-    batch = task.example_inputs(args.batch)[0]
+    size = args.batch if args.batch is not None else largest_batch(q, array, 8)
+    batch = task.example_inputs(size)[0]
     result = export_model(ckpt.model, q, batch, array, out, formats=formats, patterns=ckpt.patterns,
                           source=str(args.checkpoint), force=args.force)
     rows = _rows(result, array)

@@ -27,6 +27,8 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,22 +52,9 @@ from ..ir import LayerSpec
 from ..patterns import NM, SparsityPattern, parse_pattern
 from ..quant.model import LayerRun, QuantModel
 
-__all__ = [
-    "IMAGE_FORMAT_NAMES",
-    "ONNX_FORMATS",
-    "SCHEMA",
-    "SCHEMA_VERSION",
-    "FileRecord",
-    "LoadedExport",
-    "LoadedLayer",
-    "array_hash",
-    "decode_acts",
-    "decode_weights",
-    "export_images",
-    "load_export",
-    "sha256_of",
-    "write_manifest",
-]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "IMAGE_FORMAT_NAMES", "ONNX_FORMATS", "ALL_FORMATS", "FileRecord",
+           "LoadedLayer", "LoadedExport", "ExportResult", "export_model", "export_images", "write_manifest",
+           "load_export", "largest_batch", "decode_weights", "decode_acts", "array_hash", "sha256_of"]
 
 SCHEMA = "hwprune-export"
 SCHEMA_VERSION = 1
@@ -469,8 +458,9 @@ def export_model(model: torch.nn.Module, qmodel: QuantModel, batch: torch.Tensor
     """Write the ONNX files and memory images of a quantized model, then the manifest.
 
     ``batch`` (float inputs) is the test batch whose activations and expected outputs the images
-    hold.  An existing ``out_dir`` is refused unless ``force`` (then files are replaced one by one,
-    each atomically).
+    hold.  Everything is written into a temporary directory beside ``out_dir`` and renamed onto
+    it at the end, so a failure (a layer too large for the memories, an exporter error) leaves
+    nothing behind.  An existing ``out_dir`` is refused unless ``force``, then replaced whole.
     """
     from .onnx import export_float_onnx, export_qdq_onnx
 
@@ -484,20 +474,65 @@ def export_model(model: torch.nn.Module, qmodel: QuantModel, batch: torch.Tensor
         raise ExportError(f"{root} exists; pass --force (force=True) to overwrite it")
     if root.exists() and not root.is_dir():
         raise ExportError(f"{root} is a file, not a directory")
-    root.mkdir(parents=True, exist_ok=True)
-    files: list[FileRecord] = []
-    if "onnx" in fmts:
-        p = export_float_onnx(model, (batch[:1],), root / ONNX_FORMATS["onnx"], patterns=patterns,
-                              group_size=array.group_size, force=force)
-        files.append(onnx_record(p, "onnx", root))
-    if "qdq" in fmts:
-        p = export_qdq_onnx(qmodel, root / ONNX_FORMATS["qdq"], group_size=array.group_size, force=force)
-        files.append(onnx_record(p, "qdq", root))
-    image_fmts = [f for f in fmts if f in IMAGE_FORMATS]
-    layers: list[dict[str, object]] = []
-    if image_fmts:
-        recs, layers = export_images(qmodel, batch, array, root, formats=image_fmts, force=force)
-        files += recs
-    manifest = write_manifest(root, array=array, q=qmodel, batch=int(batch.shape[0]), files=files,
-                              layers=layers, source=source, force=force)
-    return ExportResult(root, tuple(files), manifest, qmodel)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    try:
+        files: list[FileRecord] = []
+        image_fmts = [f for f in fmts if f in IMAGE_FORMATS]
+        layers: list[dict[str, object]] = []
+        if image_fmts:   # first: the layers that do not fit the memories fail before any ONNX work
+            recs, layers = export_images(qmodel, batch, array, tmp, formats=image_fmts)
+            files += recs
+        if "onnx" in fmts:
+            p = export_float_onnx(model, (batch[:1],), tmp / ONNX_FORMATS["onnx"], patterns=patterns,
+                                  group_size=array.group_size)
+            files.append(onnx_record(p, "onnx", tmp))
+        if "qdq" in fmts:
+            p = export_qdq_onnx(qmodel, tmp / ONNX_FORMATS["qdq"], group_size=array.group_size)
+            files.append(onnx_record(p, "qdq", tmp))
+        write_manifest(tmp, array=array, q=qmodel, batch=int(batch.shape[0]), files=files,
+                       layers=layers, source=source)
+        _replace_dir(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(root, tuple(files), root / "manifest.json", qmodel)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename ``new`` onto ``target``; an existing ``target`` is moved aside first, then removed."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def largest_batch(q: QuantModel, array: ArrayConfig, upto: int) -> int:
+    """The largest test batch ≤ ``upto`` whose every layer fits the array's memories.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        Not even one example fits (the message names the layer and the SRAM).
+    """
+    from ..errors import UnsupportedLayerError
+
+    shape = (1, *q.input_shape)
+    error: UnsupportedLayerError | None = None
+    for b in range(upto, 0, -1):
+        run = q.run(np.zeros((b, *shape[1:]), dtype=np.int64))
+        try:
+            for lr in run.layers:
+                build_images(lr.spec, lr.weights, lr.acts, array, lr.pattern)
+        except UnsupportedLayerError as exc:
+            error = exc
+            continue
+        return b
+    raise error
