@@ -1,7 +1,10 @@
-"""Every ``hwprune`` command in the README's shell blocks runs, in order, and exits 0.
+"""Every ``hwprune`` command in the README's shell blocks runs, in order, and exits 0; every
+Python block runs too.
 
 They run in-process in a scratch folder holding a link to ``examples/``, so files one command
-writes (``cnn24.pt``, ``cnn24_export``) are read by the next, as a reader would run them.
+writes (``cnn24.pt``, ``cnn24_export``, ``hwprune_demo``) are read by the next, as a reader
+would run them.  ``hwprune demo`` runs in its quick mode here (:data:`QUICK_DEMO`): the full run
+takes minutes and is timed by hand (its figures are in the README).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import pytest
 from hwprune.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+#: options appended to ``hwprune demo`` in this test (tests/test_demo.py checks the same mode)
+QUICK_DEMO = ["--epochs", "3", "--finetune-epochs", "1", "--images", "16", "--no-stats"]
 
 
 def readme_commands() -> list[str]:
@@ -41,6 +46,8 @@ def test_readme_commands_run(tmp_path, monkeypatch, capsys):
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     for cmd in readme_commands():
         argv = shlex.split(cmd, comments=True)[1:]
+        if argv[:1] == ["demo"]:
+            argv += QUICK_DEMO
         code = main(argv)
         out, err = capsys.readouterr()
         assert code == 0, f"`{cmd}` exited {code}: {err.strip()[-500:]}"
@@ -59,3 +66,12 @@ def test_examples_load(name):
     else:
         a = load_array(path)
         assert (a.name, a.rows, a.cols, a.slot_options) == ("edge8x8", 8, 8, (1, 2, 4))
+
+
+def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own examples
+    assert capsys.readouterr().out.strip()
