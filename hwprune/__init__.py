@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 #: torch-based entry points, imported on first use so ``import hwprune`` stays numpy-only
 _LAZY = {"Workload": "hwprune.workload", "WorkloadLike": "hwprune.workload",
-         "prune_model": "hwprune.prune.engine", "load_task": "hwprune.tasks"}
+         "prune_model": "hwprune.prune.engine", "GradualPruner": "hwprune.prune.gradual",
+         "load_task": "hwprune.tasks"}
 
 
 def __getattr__(name: str):  # PEP 562
@@ -28,5 +29,5 @@ __all__ = [
     "ConvGeometry", "LayerKind", "LayerSpec", "im2col",
     "NM", "Block", "Channel", "Dense", "SparsityPattern", "Unstructured", "parse_pattern",
     "Fold", "Schedule", "make_schedule",
-    "Workload", "WorkloadLike", "prune_model", "load_task",
+    "Workload", "WorkloadLike", "prune_model", "GradualPruner", "load_task",
 ]

@@ -3,7 +3,8 @@
 The file is a dict of tensors and plain Python values only::
 
     {"format": "hwprune-checkpoint", "version": 1,
-     "arch": "DigitsCNN", "arch_kwargs": {...}, "task": "digits_cnn" | None,
+     "arch": "DigitsCNN" | "mypkg.models:make_model", "arch_kwargs": {...},
+     "task": "digits_cnn" | None,
      "state_dict": {...},            # masks folded in: pruned weights hold exact zeros
      "masks": {layer: bool N×K},     # re-applied with torch.nn.utils.prune on load
      "patterns": {layer: "2:4"},     # text forms (hwprune.patterns.parse_pattern)
@@ -11,8 +12,12 @@ The file is a dict of tensors and plain Python values only::
      "example_inputs": [tensor, ...],
      "shrunk": bool}                 # channels physically removed: shapes come from state_dict
 
-Loading never unpickles code: an untrusted or corrupted file raises :class:`ExportError`
-naming the path.
+``arch`` is a registered architecture (:data:`hwprune.tasks.ARCHS`) or, for any other model, the
+import path of a factory that builds it, called with ``arch_kwargs`` (JSON-like values only).
+Loading imports that factory — never unpickles code (``weights_only=True``): an untrusted or
+corrupted file, or a factory that no longer imports or raises, gives one :class:`ExportError`
+line naming the path.  ``example_inputs`` are the inputs the model was costed with (batch 1),
+which ``hwprune estimate`` uses.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError, ExportError, HwPruneError
+from .errors import ConfigError, ExportError, HwPruneError, UserCodeError
 from .io import write_with
 from .patterns import SparsityPattern, parse_pattern
 from .tasks import ARCHS, Task, build_arch, load_task
+from .userland import is_import_path
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT", "VERSION"]
 
@@ -91,9 +97,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, tas
     model : nn.Module
         Dense, masked (``torch.nn.utils.prune``) or physically shrunk.
     arch : str
-        Registered architecture name (:data:`hwprune.tasks.ARCHS`).
-    task : str, Task or None
-        Built-in task the model solves; gives ``arch_kwargs`` and example inputs by default.
+        Registered architecture name (:data:`hwprune.tasks.ARCHS`) or the import path of the
+        model's factory (``package.module:function``; called with ``arch_kwargs`` on load).
+    task : str, Task, Workload or None
+        Built-in task the model solves (recorded; gives ``arch_kwargs`` and example inputs by
+        default), or a user's workload (gives example inputs; not recorded).
     patterns : mapping, optional
         Layer name → pattern (object or text) the layers were pruned to.
     masks : mapping, optional
@@ -106,11 +114,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, tas
     from .prune.engine import current_masks, make_permanent, prunable_layers
     from .train import clone_model
 
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    if arch not in ARCHS and not is_import_path(arch):
+        raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))} or a "
+                          "factory's import path 'package.module:function'")
     task_obj = load_task(task) if isinstance(task, str) else task
     if arch_kwargs is None:
-        arch_kwargs = dict(task_obj.arch_kwargs) if task_obj is not None and task_obj.arch == arch else {}
+        arch_kwargs = dict(task_obj.arch_kwargs) if isinstance(task_obj, Task) and task_obj.arch == arch else {}
     if example_inputs is None:
         if task_obj is not None:
             example_inputs = task_obj.example_inputs(1)
@@ -136,7 +145,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, arch: str, tas
                  if k in fresh.state_dict())
     payload = {
         "format": FORMAT, "version": VERSION, "arch": arch, "arch_kwargs": _plain(dict(arch_kwargs), "arch_kwargs"),
-        "task": task_obj.name if task_obj is not None else None,
+        "task": task_obj.name if isinstance(task_obj, Task) else None,  # a user's data is not stored
         "state_dict": {k: v.detach().clone() for k, v in baked.state_dict().items()},
         "masks": clean_masks, "patterns": pats, "metrics": _plain(dict(metrics or {}), "metrics"),
         "example_inputs": [t.detach().clone() for t in example_inputs], "shrunk": bool(shrunk),
@@ -202,6 +211,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise ExportError(f"{p}: corrupted checkpoint, missing {', '.join(missing)}")
     try:
         model = build_arch(data["arch"], data["arch_kwargs"])
+    except UserCodeError as exc:
+        raise ExportError(f"{p}: cannot rebuild the model: {exc}") from None
+    except HwPruneError as exc:
+        raise ExportError(f"{p}: corrupted checkpoint: {exc}") from None
+    try:
         state = data["state_dict"]
         if data["shrunk"]:
             _resize_to(model, state)

@@ -46,9 +46,17 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_arch(arch: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Instantiate a registered architecture; ConfigError names an unknown one."""
+    """Instantiate a registered architecture, or a user's factory given by import path
+    (``package.module:function``, see :mod:`hwprune.usermodel`); ConfigError names an unknown one."""
+    from .userland import is_import_path
+
+    if is_import_path(arch):
+        from .usermodel import build_model
+
+        return build_model(arch, kwargs)[0]
     if arch not in ARCHS:
-        raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")
+        raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHS))} or a "
+                          "factory's import path 'package.module:function'")
     try:
         return ARCHS[arch](**dict(kwargs or {}))
     except TypeError as exc:

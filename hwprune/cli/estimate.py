@@ -23,10 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune estimate model.onnx --array examples/array.toml --json\n"
                "  hwprune estimate examples/topology.csv --array os32x32   # SCALE-Sim topology\n"
                "  hwprune estimate digits_cnn --plan plan.json    # a plan from hwprune search\n"
-               "MODEL is a zoo name, an .onnx file, a SCALE-Sim .csv or a checkpoint saved by "
-               "`hwprune prune`.",
+               "  hwprune estimate mypkg.models:make_model --input-shape 1,3,32,32   # your torch model\n"
+               "MODEL is a zoo name, an .onnx file, a SCALE-Sim .csv, a checkpoint saved by "
+               "`hwprune prune`, or the import path of a function returning a torch.nn.Module.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help="zoo name, .onnx, SCALE-Sim .csv, or hwprune .pt checkpoint")
+    p.add_argument("model", metavar="MODEL",
+                   help="zoo name, .onnx, SCALE-Sim .csv, hwprune .pt checkpoint, or pkg.mod:make_model")
+    p.add_argument("--input-shape", default=None, metavar="1,3,32,32",
+                   help="pkg.mod:make_model only: the shape of the example input (zeros)")
+    p.add_argument("--input-dtype", default="float32", choices=("float32", "float64", "int64", "int32"),
+                   help="dtype of the --input-shape tensor (int64 for token ids); default float32")
+    p.add_argument("--example", default=None, metavar="pkg.mod:example_inputs",
+                   help="pkg.mod:make_model only: a function returning the example input tensor(s)")
     p.add_argument("--array", default=None, metavar="PRESET|FILE.toml",
                    help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: the "
                         "plan's array, else os16x16)")
@@ -40,7 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..importers import load_model
     from ..prune.plan import load_plan
     from ..search.costs import plan_cost
 
@@ -49,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan) if args.plan is not None else None
     array = load_array(args.array or (plan.array if plan else "os16x16"))
     pattern = parse_pattern(args.pattern) if args.pattern is not None else None
-    specs = load_model(args.model)
+    specs = _user_or_file(args)
     cost = plan_cost(specs, plan, array) if plan else estimate_model(specs, array, pattern)
     dense = estimate_model(specs, array, Dense(), masks={}) if pattern is not None or plan or any(
         layer.pattern != "dense" for layer in cost.layers) else cost
@@ -64,6 +71,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         render(cost, dense, title=f"{args.model} on {array.name}")
     return 0
+
+
+def _user_or_file(args: argparse.Namespace) -> list:
+    """Layers of MODEL: a user's factory by import path, else :func:`hwprune.importers.load_model`."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..importers import load_model
+    from ..usermodel import user_layers
+    from ..userland import is_import_path
+
+    if is_import_path(args.model) and not Path(args.model).exists():
+        return user_layers(args.model, input_shape=args.input_shape, example=args.example,
+                           dtype=args.input_dtype)
+    if args.input_shape is not None or args.example is not None:
+        raise ConfigError(f"--input-shape and --example apply to a model given by import path, not {args.model!r}")
+    return load_model(args.model)
 
 
 def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:

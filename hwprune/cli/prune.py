@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..tasks import task_names
 
     p = sub.add_parser(
-        "prune", help="prune (and fine-tune) a built-in task or checkpoint",
+        "prune", help="prune (and fine-tune) a built-in task, a checkpoint or your own model",
         description="Prune a model with any criterion × any sparsity pattern, on a schedule, with "
                     "fine-tuning; print accuracy, parameters, size, MACs, cycles and energy before "
                     "and after, and save a checkpoint that `hwprune estimate` and `export` read.",
@@ -32,10 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune prune lenet300100 --pattern unstructured:0.25 --scope global --schedule agp --steps 8 --out lenet.pt\n"
                "  hwprune prune digits_cnn --pattern channel:0.5 --shrink --out small.pt\n"
                "  hwprune prune cnn24.pt --plan plan.json --out hybrid.pt --force\n"
+               "  hwprune prune mypkg.models:make_model --data mypkg.data:make_loaders --pattern 2:4 --out my24.pt\n"
+               "a model given by import path is built by calling that function (it returns a trained\n"
+               "nn.Module); --data names a function returning (train_loader, val_loader[, loss_fn[, metric]])\n"
                f"built-in tasks: {', '.join(task_names())}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="TASK_OR_CKPT",
-                   help="built-in task (trained first, seeded) or a checkpoint saved by hwprune prune")
+    p.add_argument("source", metavar="TASK|CKPT|pkg.mod:factory",
+                   help="built-in task (trained first, seeded), a checkpoint saved by hwprune prune, or "
+                        "the import path of a function returning your trained model")
+    p.add_argument("--data", default=None, metavar="pkg.mod:make_loaders",
+                   help="your data: a function returning (train_loader, val_loader[, loss_fn[, metric]]) or "
+                        "a dict of hwprune.Workload arguments; needed for a model given by import path")
     p.add_argument("--criterion", default=None, metavar="NAME", help=CRITERIA_HELP + f"; known: {', '.join(criterion_names())}"
                    "; with --plan, default: the criterion the plan was searched with (its masks)")
     p.add_argument("--pattern", default=None, help=PATTERN_HELP)
@@ -124,17 +131,33 @@ def run(args: argparse.Namespace) -> int:
     from ..prune import compose_patterns, prunable_layers, prune_model, shrink_channels
     from ..tasks import load_task
     from ..train import clone_model, evaluate, train_task
+    from ..usermodel import build_model, load_workload
+    from ..userland import is_import_path
 
     plan = validate(args)
     array = args.array or (plan.array if plan else "os16x16")
     progress = not args.json
 
     source = Path(args.source)
-    if source.suffix.lower() in (".pt", ".pth") or source.is_file():
+    if args.data is not None and not is_import_path(args.data):
+        raise ConfigError(f"--data must be an import path 'package.module:make_loaders', not {args.data!r}")
+    if is_import_path(args.source) and not source.is_file():
+        if args.data is None:
+            raise ConfigError(f"{args.source}: a model given by import path needs --data pkg.mod:make_loaders")
+        model, _ = build_model(args.source)
+        task = load_workload(args.data)
+        _check_budget(args, task)
+        if plan is not None:
+            plan.check_layers(prunable_layers(model))
+        arch, arch_kwargs, prior = args.source, {}, {}
+    elif source.suffix.lower() in (".pt", ".pth") or source.is_file():
         ckpt = load_checkpoint(source)
-        if ckpt.task is None:
-            raise ConfigError(f"{source}: checkpoint records no built-in task to fine-tune on")
-        task = load_task(ckpt.task)
+        if args.data is not None:
+            task = load_workload(args.data)
+        elif ckpt.task is None:
+            raise ConfigError(f"{source}: checkpoint records no built-in task to fine-tune on; give --data")
+        else:
+            task = load_task(ckpt.task)
         _check_budget(args, task)
         model, arch, arch_kwargs = ckpt.model, ckpt.arch, ckpt.arch_kwargs
         prior = dict(ckpt.patterns)
@@ -161,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         patterns = {k: v for k, v in patterns.items() if v.kind != "channel"}  # now dense, smaller
     comparison = compare(before, final, task, array=array)
     metrics = {**comparison.to_dict(), "prune": result.to_dict(), "test_accuracy": evaluate(final, task)}
-    save_checkpoint(args.out, final, arch=arch, task=task.name, patterns=patterns, masks=None,
+    save_checkpoint(args.out, final, arch=arch, task=task, patterns=patterns, masks=None,
                     metrics=metrics, force=args.force, arch_kwargs=arch_kwargs)
     if args.json:
         print(json.dumps({"source": args.source, "task": task.name, "out": args.out, "array": array,

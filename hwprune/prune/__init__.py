@@ -12,6 +12,7 @@ from .engine import (SCOPES, PruneResult, Target, apply_masks, apply_patterns, c
                      compute_scores, current_masks, global_patterns, layer_graph, make_permanent,
                      mask_dead_row_followers, mask_dead_rows, per_sample_grad_sq,
                      compose_patterns, prunable_layers, prune_model)
+from .gradual import GradualPruner
 from .method import PatternPruning, as_matrix, layer_mask, pattern_prune
 from .plan import PruningPlan, load_plan, plan_from_dict, save_plan
 from .schedules import SCHEDULES, agp_sparsity, at_fraction, iterative_fractions
@@ -24,7 +25,7 @@ __all__ = [
     "compute_scores", "current_masks", "global_patterns", "layer_graph", "make_permanent",
     "mask_dead_row_followers", "mask_dead_rows", "per_sample_grad_sq", "compose_patterns",
     "prunable_layers", "prune_model",
-    "PatternPruning", "as_matrix", "layer_mask", "pattern_prune",
+    "GradualPruner", "PatternPruning", "as_matrix", "layer_mask", "pattern_prune",
     "PruningPlan", "load_plan", "plan_from_dict", "save_plan",
     "SCHEDULES", "agp_sparsity", "at_fraction", "iterative_fractions",
     "removed_channels", "shrink_channels",

@@ -36,7 +36,7 @@ from ..workload import WorkloadLike, as_workload, check_workload
 from .criteria import Criterion, LayerContext, LayerStats, get_criterion
 from .method import PatternPruning, as_matrix
 from .plan import PruningPlan
-from .schedules import (agp_sparsity, agp_steps, at_fraction, check_agp_budget, check_schedule,
+from .schedules import (agp_event, agp_steps, at_fraction, check_agp_budget, check_schedule,
                         finetune_split, iterative_fractions, nm_levels)
 
 __all__ = ["Target", "prunable_layers", "collect_stats", "compute_scores", "global_patterns",
@@ -762,16 +762,14 @@ def _run_iterative(s: _Session) -> None:
 
 
 def _run_agp(s: _Session) -> None:
-    steps = s.run.steps
     total = s.run.epochs * s.data.steps_per_epoch()
-    t0, dt = agp_steps(total, steps)  # validated in prune_model: every event fits before the end
+    t0, dt = agp_steps(total, s.run.steps)  # validated in prune_model: every event fits before the end
     s.result.finetune_steps = [total]
 
     def on_step(t: int) -> None:
-        j = (t - t0) // dt
-        if t > t0 and (t - t0) % dt == 0 and 1 <= j <= steps:
-            frac = agp_sparsity(t, s_i=0.0, s_f=1.0, t0=t0, n=steps, dt=dt)
-            s.prune_to(min(1.0, frac), {"round": j, "step": t})
+        event = agp_event(t, t0=t0, dt=dt, n=s.run.steps)
+        if event is not None:
+            s.prune_to(event[1], {"round": event[0], "step": t})
 
     s.finetune(seed=s.run.seed, description="fine-tune (AGP)", on_step=on_step)
 

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..patterns import NM, Block, Channel, Dense, SparsityPattern, Unstructured
 
 __all__ = ["SCHEDULES", "agp_sparsity", "agp_steps", "iterative_fractions", "at_fraction",
-           "check_schedule", "finetune_split", "nm_levels", "check_agp_budget", "AGP_END"]
+           "check_schedule", "finetune_split", "nm_levels", "check_agp_budget", "agp_event", "AGP_END"]
 
 #: AGP reaches the final sparsity after this fraction of the fine-tuning steps
 AGP_END = 0.75
@@ -52,6 +52,19 @@ def agp_steps(total_steps: int, n: int, *, end: float = AGP_END) -> tuple[int, i
     """
     check_agp_budget(total_steps, n, end=end)
     return 0, int(total_steps * end) // n
+
+
+def agp_event(t: int, *, t0: int, dt: int, n: int) -> tuple[int, float] | None:
+    """(event index j, fraction of the final sparsity) if AGP prunes before step ``t``, else None.
+
+    Events fire at t = t0 + jΔt for j = 1 … n, reaching the cubic schedule's value there.
+    """
+    if dt < 1 or t <= t0 or (t - t0) % dt:
+        return None
+    j = (t - t0) // dt
+    if not 1 <= j <= n:
+        return None
+    return j, min(1.0, agp_sparsity(t, s_i=0.0, s_f=1.0, t0=t0, n=n, dt=dt))
 
 
 def check_agp_budget(total_steps: int, n: int, *, end: float = AGP_END, steps_per_epoch: int | None = None) -> None:
