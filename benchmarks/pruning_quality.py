@@ -144,9 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--array", default="os16x16")
     ap.add_argument("--criteria", nargs="+", default=CRITERIA)
     ap.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="merge reports of separate runs (e.g. one per seed) instead of running")
     ap.add_argument("--out", default=None)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
+    if args.merge:
+        return _merge(args)
     report = {"array": args.array, "finetune_epochs": args.finetune_epochs or "task default",
               "seeds": args.seeds, "tasks": {}}
     for name in args.tasks:
@@ -165,6 +169,28 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(r)
                 print(f"{name} seed {seed} {label:28s} {r['accuracy']:.4f} ({r['seconds']} s)",
                       file=sys.stderr, flush=True)
+        fp32 = statistics.mean(b["accuracy"] for b in baselines)
+        summary = summarise(rows, fp32)
+        report["tasks"][name] = {"fp32": {"accuracy": fp32, "cycles": baselines[0]["cycles"], "per_seed": baselines},
+                                 "targets": targets(name, summary, fp32, args.criteria),
+                                 "summary": summary, "runs": rows}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.table:
+        print(markdown(report), file=sys.stderr)
+    if args.out:
+        write_text(args.out, text + "\n", force=args.force)
+    return 0
+
+
+def _merge(args) -> int:
+    parts = [json.loads(open(f).read()) for f in args.merge]
+    report = {"array": parts[0]["array"], "finetune_epochs": parts[0]["finetune_epochs"],
+              "seeds": sorted({s for p in parts for s in p["seeds"]}), "tasks": {}}
+    for name in dict.fromkeys(n for p in parts for n in p["tasks"]):
+        got = [p["tasks"][name] for p in parts if name in p["tasks"]]
+        baselines = [b for g in got for b in g["fp32"]["per_seed"]]
+        rows = [r for g in got for r in g["runs"]]
         fp32 = statistics.mean(b["accuracy"] for b in baselines)
         summary = summarise(rows, fp32)
         report["tasks"][name] = {"fp32": {"accuracy": fp32, "cycles": baselines[0]["cycles"], "per_seed": baselines},

@@ -246,3 +246,24 @@ def test_c_builtin_tasks_give_the_same_masks_and_accuracies_as_before():
         res = hwprune.prune_model(clone_model(base), pat, data=task, criterion=crit, finetune_epochs=2, seed=0)
         assert _digest(res.masks) == digest, (crit, pat)
         assert evaluate(res.model, task) == pytest.approx(acc, abs=0), (crit, pat)
+
+
+# -- the README's "Your own model" section -----------------------------------------------------
+
+def test_readme_your_own_model_python_runs(tmp_path, monkeypatch, capsys):
+    """The section's Python block, run as a reader would (its shell lines run in test_readme)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    section = text[text.index("## Your own model"):]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)[:1]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").symlink_to(root / "examples")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    kept, acc = re.search(r"(\d+)% kept, val accuracy ([\d.]+)%", out).groups()
+    assert kept == "50" and float(acc) > 80
+    assert "hwprune prune examples.my_model:make_model --data examples.my_model:make_loaders" in section

@@ -768,8 +768,8 @@ def _run_agp(s: _Session) -> None:
 
     def on_step(t: int) -> None:
         event = agp_event(t, t0=t0, dt=dt, n=s.run.steps)
-        if event is not None:
-            s.prune_to(event[1], {"round": event[0], "step": t})
+        if event is not None:  # N:M layers step through their levels linearly (distinct ones)
+            s.prune_to(event[1], {"round": event[0], "step": t}, progress=event[0] / s.run.steps)
 
     s.finetune(seed=s.run.seed, description="fine-tune (AGP)", on_step=on_step)
 

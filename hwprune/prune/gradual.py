@@ -13,7 +13,8 @@
 The pruner counts optimizer steps; after step t = start + jΔt (Δt = (end − start)/events,
 j = 1 … events) it prunes every layer to the AGP fraction of its final pattern
 (:func:`~hwprune.prune.schedules.agp_event`, the same rule :func:`~hwprune.prune.prune_model`'s
-``agp`` schedule follows).  Masks are ``torch.nn.utils.prune`` reparametrisations, so the user's
+``agp`` schedule follows); N:M layers step through their levels linearly, event j of n keeping
+N + round((1 − j/n)(M − N)) per group.  Masks are ``torch.nn.utils.prune`` reparametrisations, so the user's
 optimizer keeps updating ``weight_orig`` and pruned weights stay exactly zero; pruning composes
 with any earlier pruning; rows left empty get their bias and following batch-norm masked when
 example inputs (or ``data``) let the pruner see which batch-norm follows which layer.
@@ -107,7 +108,7 @@ class GradualPruner:
         if event is None:
             return False
         j, fraction = event  # the last event's fraction is exactly 1: the final pattern
-        self._session.prune_to(fraction, {"round": j, "step": self.step_count})
+        self._session.prune_to(fraction, {"round": j, "step": self.step_count}, progress=j / self.events)
         return True
 
     @property
