@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Self
 
 from ..config import preset_names
+from .args import nonnegative_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: os8x8)")
     p.add_argument("--budget", type=float, default=0.5,
                    help="cycle budget as a fraction of the dense model's cycles (default 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="training, pruning and simulation seed")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="training, pruning and simulation seed")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the task's recipe)")
     p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs after pruning (default 5)")
     p.add_argument("--images", type=int, default=None,
