@@ -94,7 +94,7 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path, space):
     assert _table(tmp_path / "s").equals(_table(tmp_path / "fresh"))
     # nothing left: a second resume computes nothing
     assert run_sweep(MODELS, space, tmp_path / "s", resume=True, area=False, accuracy=False).computed == {
-        "cost_points": 0, "area_configs": 0, "accuracy": 0}
+        "cost_points": 0, "area_configs": 0, "accuracy": 0, "plans": 0}
 
 
 def test_resume_refuses_another_space(tmp_path, space):
@@ -156,3 +156,25 @@ def test_cli_writes_table_fronts_and_plots(tmp_path, capsys):
     ws24 = [r for r in t if r["dataflow"] == "ws" and r["pattern"] == "2:4"]
     ws = {r["design"]: r["cycles"] for r in t if r["dataflow"] == "ws" and r["pattern"] == "dense"}
     assert ws24 and all(r["sparse_costed_dense"] and r["cycles"] == ws[r["design"]] for r in ws24)
+
+
+def test_search_plan_points_cost_their_per_layer_patterns():
+    import json as _json
+
+    from hwprune import estimate_model, load_array, parse_pattern
+    from hwprune.sweep.run import cost_task, model_specs
+    specs = model_specs("digits_cnn")
+    weighted = [s.name for s in specs if s.has_weights]
+    chosen = {weighted[0]: "1:4", weighted[-1]: "2:4"}        # the rest stay dense
+    plan = {"plan": "digits_cnn|search@0.5|m4n1,2,4", "patterns": _json.dumps(chosen)}
+    designs = (load_array("os8x8").replace(rows=4, cols=4), load_array("os8x8"))
+    rows = cost_task("digits_cnn", "search@0.5", specs, designs, plan)
+    want = [estimate_model(specs, d, patterns={k: parse_pattern(v) for k, v in chosen.items()}) for d in designs]
+    assert [r["cycles"] for r in rows] == [w.cycles for w in want]
+    assert all(r["plan"] == plan["plan"] and r["pattern"] == "search@0.5" for r in rows)
+
+
+def test_search_needs_a_task_model(tmp_path):
+    sp = space_from_dict({"array": {"rows": [2]}, "models": {"resnet18": {"search": {"budgets": [0.5]}}}})
+    with pytest.raises(ConfigError, match="built-in task"):
+        run_sweep(["resnet18"], sp, tmp_path / "o", area=False, accuracy=False)

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn()) as bar:
             ids: dict[str, int] = {}
-            names = {"cost": "cost-model batches", "area": "yosys RTL configs", "acc": "fine-tunes"}
+            names = {"cost": "cost-model batches", "area": "yosys RTL configs", "acc": "fine-tunes",
+                     "plan": "search plans"}
 
             def progress(kind: str, done: int, total: int) -> None:
                 if kind not in ids:

@@ -37,7 +37,7 @@ from .area import RtlConfig, area_of, memory_bits
 from .space import Space, design_id
 from .vector import cost_batch
 
-__all__ = ["SweepResult", "run_sweep", "cost_task", "area_task", "accuracy_task", "ENGINES", "model_specs"]
+__all__ = ["SweepResult", "run_sweep", "cost_task", "area_task", "accuracy_task", "plan_task", "ENGINES", "model_specs"]
 
 ENGINES = ("local", "ray")
 _CHUNK = 512
@@ -66,11 +66,20 @@ def model_specs(model: str) -> tuple[LayerSpec, ...]:
     return tuple(dataclasses.replace(s, weight=None) for s in load_model(model))
 
 
-def cost_task(model: str, pattern: str, specs: Sequence[LayerSpec], designs: Sequence[ArrayConfig]
-              ) -> list[dict[str, Any]]:
-    """One row per design: cycles, energy, bytes and what identifies the point."""
-    pat = parse_pattern(pattern)
-    cost = cost_batch(specs, designs, pat)
+def cost_task(model: str, pattern: str, specs: Sequence[LayerSpec], designs: Sequence[ArrayConfig],
+              plan: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per design: cycles, energy, bytes and what identifies the point.
+
+    ``pattern`` is a uniform pattern, or ``search@B`` with ``plan`` a row of :func:`plan_task`
+    (its per-layer patterns; layers it does not name stay dense).
+    """
+    if plan is None:
+        cost = cost_batch(specs, designs, parse_pattern(pattern))
+    else:
+        chosen = {k: parse_pattern(v) for k, v in json.loads(plan["patterns"]).items()}
+        per_layer = {s.name: chosen[s.name.split("#", 1)[0]] for s in specs
+                     if s.has_weights and s.name.split("#", 1)[0] in chosen}
+        cost = cost_batch(specs, designs, patterns=per_layer)
     tot = {k: cost.total(k) for k in ("cycles", "compute_cycles", "stall_cycles", "energy_pj", "sram",
                                       "dram", "weights_dram", "index_dram", "macs_nonzero")}
     ok = cost.ok
@@ -94,6 +103,7 @@ def cost_task(model: str, pattern: str, specs: Sequence[LayerSpec], designs: Seq
             "weight_bytes": int(tot["weights_dram"][p] + tot["index_dram"][p]) if good else None,
             "macs_nonzero": int(tot["macs_nonzero"][p]) if good else None,
             "sparse_costed_dense": cfg.dataflow != "os" and pattern != "dense",
+            "plan": plan["plan"] if plan else None,
         })
     return rows
 
@@ -125,6 +135,36 @@ def accuracy_task(model: str, pattern: str, epochs: int) -> dict[str, Any]:
         result = prune_model(net, pattern, data=task, finetune_epochs=epochs, seed=0)
         row["accuracy"] = float(evaluate(result.model, task))
     return row
+
+
+def plan_task(model: str, budget: float, array: ArrayConfig, epochs: int) -> dict[str, Any]:
+    """``hwprune.search`` of ``model`` (a built-in task) at ``budget`` (fraction of dense cycles)
+    on ``array``, and the test accuracy of the plan after ``epochs`` of fine-tuning."""
+    from ..prune import prune_model
+    from ..search import search
+    from ..tasks import load_task
+    from ..train import evaluate, train_task
+    task = load_task(model)
+    net, _ = train_task(task, seed=0)
+    dense = float(evaluate(net, task))
+    result = search(net, task, array, budget, seed=0)
+    plan = result.plan
+    pruned = prune_model(net, plan=plan, data=task, finetune_epochs=epochs, seed=0)
+    return {"plan": plan_key(model, budget, array), "patterns": json.dumps({k: str(v) for k, v in plan.layers.items()}),
+            "accuracy": float(evaluate(pruned.model, task)), "dense_accuracy": dense}
+
+
+def plan_key(model: str, budget: float, array: ArrayConfig) -> str:
+    """One plan per (model, budget, N:M hardware): searched on the first such design."""
+    return f"{model}|search@{budget:g}|m{array.group_size}n{','.join(map(str, array.slot_options))}"
+
+
+def _plan_groups(designs: Sequence[ArrayConfig]) -> dict[tuple, list[ArrayConfig]]:
+    groups: dict[tuple, list[ArrayConfig]] = {}
+    for d in designs:
+        if d.dataflow == "os":   # WS/IS cannot exploit a plan: they are not searched
+            groups.setdefault((d.group_size, d.slot_options), []).append(d)
+    return groups
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -162,9 +202,12 @@ def run_sweep(models: Sequence[str], space: Space, out: str | Path, *, engine: s
         raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if chunk < 1:
         raise ConfigError(f"chunk must be a positive integer, not {chunk!r}")
-    if space.search_budgets:
-        raise ConfigError("search budgets in a space file are not supported yet (hwprune.search is not "
-                          f"wired into the sweep); use uniform patterns for {', '.join(space.search_budgets)}")
+    budgets = {m: b for m, b in (space.search_budgets or {}).items() if m in models}
+    if budgets:
+        from ..tasks import task_names
+        bad = [m for m in budgets if m not in task_names()]
+        if bad:
+            raise ConfigError(f"search needs a built-in task's data; {bad[0]!r} is not one ({', '.join(task_names())})")
     t0 = time.perf_counter()
     space = space.for_models(list(models))
     out = Path(out)
@@ -172,12 +215,14 @@ def run_sweep(models: Sequence[str], space: Space, out: str | Path, *, engine: s
     manifest = {"models": list(models), "designs": sorted(design_id(d) for d in space.designs),
                 "patterns": {m: list(p) for m, p in space.patterns.items()},
                 "finetune_epochs": space.finetune_epochs, "area": area, "ice40": ice40, "fmax": fmax,
-                "accuracy": accuracy}
+                "accuracy": accuracy, "search": {m: list(b) for m, b in budgets.items()}}
     _prepare(out, manifest, resume=resume, force=force)
     done = _done_keys(parts)
+    computed = {"cost_points": 0, "area_configs": 0, "accuracy": 0, "plans": 0}
+    skipped = {"cost_points": 0, "area_configs": 0, "accuracy": 0, "plans": 0}
+    plans = _run_plans(models, budgets, space, parts, done, engine, address, computed, skipped, on_progress)
 
     tasks: list[_Task] = []
-    skipped = {"cost_points": 0, "area_configs": 0, "accuracy": 0}
     specs = {m: model_specs(m) for m in models}
     for m in models:
         for pattern in space.patterns[m]:
@@ -193,6 +238,16 @@ def run_sweep(models: Sequence[str], space: Space, out: str | Path, *, engine: s
                 else:
                     tasks.append(_Task("acc", "acc-" + _digest([m, pattern]), accuracy_task,
                                        (m, pattern, space.finetune_epochs)))
+        for b in budgets.get(m, ()):
+            for group in _plan_groups(space.designs).values():
+                plan = plans[plan_key(m, b, group[0])]
+                label = f"search@{b:g}"
+                todo = [d for d in group if point_key(m, label, design_id(d)) not in done["point"]]
+                skipped["cost_points"] += len(group) - len(todo)
+                for i in range(0, len(todo), chunk):
+                    part = todo[i:i + chunk]
+                    name = "cost-" + _digest([point_key(m, label, design_id(d)) for d in part])
+                    tasks.append(_Task("cost", name, cost_task, (m, label, specs[m], tuple(part), plan)))
     if area:
         for rc in sorted({RtlConfig.of(d) for d in space.designs}, key=lambda r: r.key):
             if rc.key in done["rtl"]:
@@ -200,7 +255,6 @@ def run_sweep(models: Sequence[str], space: Space, out: str | Path, *, engine: s
             else:
                 tasks.append(_Task("area", f"area-{rc.key}", area_task, (rc, ice40, fmax)))
 
-    computed = {"cost_points": 0, "area_configs": 0, "accuracy": 0}
     counts = {"cost": "cost_points", "area": "area_configs", "acc": "accuracy"}
     totals: dict[str, int] = {}
     for t in tasks:
@@ -216,6 +270,34 @@ def run_sweep(models: Sequence[str], space: Space, out: str | Path, *, engine: s
             on_progress(task.kind, finished[task.kind], totals[task.kind])
     n = _join(out, parts)
     return SweepResult(out, n, computed, skipped, time.perf_counter() - t0, engine)
+
+
+def _run_plans(models: Sequence[str], budgets: dict[str, tuple[float, ...]], space: Space, parts: Path,
+               done: dict[str, set[str]], engine: str, address: str | None, computed: dict[str, int],
+               skipped: dict[str, int], on_progress: Callable[[str, int, int], None] | None) -> dict[str, dict]:
+    """Phase one: the search plans the cost tasks of ``search@B`` points need (resumable too)."""
+    import pyarrow.parquet as pq
+    tasks = []
+    for m in models:
+        for b in budgets.get(m, ()):
+            for group in _plan_groups(space.designs).values():
+                key = plan_key(m, b, group[0])
+                if key in done["plan"]:
+                    skipped["plans"] += 1
+                else:
+                    tasks.append(_Task("plan", "plan-" + _digest([key]), plan_task,
+                                       (m, b, group[0], space.finetune_epochs)))
+    runner = _run_ray(tasks, address) if engine == "ray" else _run_local(tasks)
+    for i, (task, row) in enumerate(runner, 1):
+        _write_part(parts / f"{task.name}.parquet", [row])
+        computed["plans"] += 1
+        if on_progress is not None:
+            on_progress("plan", i, len(tasks))
+    plans = {}
+    for p in sorted(parts.glob("plan-*.parquet")):
+        for row in pq.read_table(p).to_pylist():
+            plans[row["plan"]] = row
+    return plans
 
 
 def _digest(items: Iterable[str]) -> str:
@@ -243,9 +325,9 @@ def _prepare(out: Path, manifest: dict[str, Any], *, resume: bool, force: bool) 
 
 def _done_keys(parts: Path) -> dict[str, set[str]]:
     import pyarrow.parquet as pq
-    done: dict[str, set[str]] = {"point": set(), "rtl": set(), "acc_key": set()}
+    done: dict[str, set[str]] = {"point": set(), "rtl": set(), "acc_key": set(), "plan": set()}
     for p in sorted(parts.glob("*.parquet")):
-        col = {"cost": "point", "area": "rtl", "acc": "acc_key"}[p.name.split("-")[0]]
+        col = {"cost": "point", "area": "rtl", "acc": "acc_key", "plan": "plan"}[p.name.split("-")[0]]
         done[col].update(pq.read_table(p, columns=[col]).column(col).to_pylist())
     return done
 
@@ -296,7 +378,7 @@ def _shared(cache: dict[int, Any], value: Any, put: Callable[[Any], Any]) -> Any
     return cache[id(value)]
 
 
-_ROW_TABLES = ("cost", "area", "acc")
+_ROW_TABLES = ("cost", "area", "acc", "plan")
 
 
 def _join(out: Path, parts: Path) -> int:
@@ -307,14 +389,14 @@ def _join(out: Path, parts: Path) -> int:
     for p in sorted(parts.glob("*.parquet")):
         tables[p.name.split("-")[0]].extend(pq.read_table(p).to_pylist())
     area = {r["rtl"]: r for r in tables["area"]}
-    acc = {r["acc_key"]: r for r in tables["acc"]}
+    acc = {r["acc_key"]: r for r in tables["acc"]} | {r["plan"]: r for r in tables["plan"]}
     rows = []
     empty_area = {k: None for k in ("cells", "flip_flops", "multipliers", "ice40_lut4", "ice40_dff",
                                     "ice40_carry", "ice40_mac16", "fmax_mhz", "fmax_array_mhz",
                                     "fmax_controller_mhz")}
     for r in sorted(tables["cost"], key=lambda r: r["point"]):
         a = area.get(r["rtl"], {})
-        c = acc.get(f"{r['model']}|{r['pattern']}", {})
+        c = acc.get(r.get("plan") or f"{r['model']}|{r['pattern']}", {})
         rows.append({**r, **{k: a.get(k) for k in empty_area},
                      "accuracy": c.get("accuracy"), "dense_accuracy": c.get("dense_accuracy")})
     schema = None
