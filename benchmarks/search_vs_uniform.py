@@ -5,7 +5,8 @@ For each task and seed: train the fp32 model (the task's recipe), build one sear
 (a fraction of the dense cycles on the array) prune three ways with the same criterion and the
 same fine-tune budget:
 
-* **exact** — the MILP optimum of the summed one-shot validation-loss increase;
+* **exact** — the MILP optimum of the summed one-shot validation-loss increase (and, as
+  ``exact:accuracy``, of the summed one-shot accuracy drop, for comparison);
 * **greedy** — the NetAdapt-style baseline on the same table;
 * **uniform** — every uniform pattern of the candidate set (dense where it cannot apply, as
   ``prune --pattern`` does); the *best uniform that fits* a budget is the fitting one with the
@@ -45,7 +46,7 @@ def finetuned(base, task, plan, *, criterion, epochs, seed, array):
     return evaluate(model, task, "test"), hardware_cost(model, task.example_inputs(1), array).cycles
 
 
-def run_seed(task_name, seed, *, budgets, criterion, candidates, epochs, array, objective):
+def run_seed(task_name, seed, *, budgets, criterion, candidates, epochs, array, objectives):
     """Everything one seed contributes: per plan key, accuracy and cycles (predicted, measured)."""
     task = load_task(task_name)
     t0 = time.perf_counter()
@@ -57,14 +58,16 @@ def run_seed(task_name, seed, *, budgets, criterion, candidates, epochs, array, 
     t_table = time.perf_counter() - t0
     ft = epochs if epochs is not None else task.finetune_epochs
     plans = {}
+    methods = [("exact", solve_exact, objectives[0]), ("greedy", solve_greedy, objectives[0]),
+               *((f"exact:{o}", solve_exact, o) for o in objectives[1:])]
     for b in budgets:
-        for method, solve in (("exact", solve_exact), ("greedy", solve_greedy)):
+        for method, solve, obj in methods:
             try:
-                plans[(method, b)] = solve(table, Budget(fraction=b), objective=objective)
+                plans[(method, b)] = solve(table, Budget(fraction=b), objective=obj)
             except Exception as exc:  # noqa: BLE001 - an infeasible budget or a stuck greedy is a result
                 plans[(method, b)] = exc
     for j, cand in enumerate(table.candidates):
-        plans[("uniform", str(cand))] = uniform_selection(table, cand, objective=objective)
+        plans[("uniform", str(cand))] = uniform_selection(table, cand, objective=objectives[0])
     done: dict[tuple, tuple[float, int]] = {}  # identical plans are fine-tuned once
     out = {}
     for key, sel in plans.items():
@@ -110,9 +113,10 @@ def summarise(task_name, runs, budgets):
     for b in budgets:
         cap = int(b * dense_cycles)
         exact, greedy = agg(("exact", b)), agg(("greedy", b))
+        others = {k[0]: agg(k) for k in runs[0]["plans"] if k[1] == b and k[0].startswith("exact:")}
         fitting = {u: v for u, v in uniform.items() if all(c <= cap for c in v["cycles"])}
         best_u = max(fitting, key=lambda u: fitting[u]["accuracy_mean"]) if fitting else None
-        row = {"budget": b, "cap_cycles": cap, "exact": exact, "greedy": greedy,
+        row = {"budget": b, "cap_cycles": cap, "exact": exact, "greedy": greedy, **others,
                "best_uniform": None if best_u is None else {"pattern": best_u, **fitting[best_u]},
                "fitting_uniform": {u: {"accuracy_mean": v["accuracy_mean"], "cycles": v["cycles"][0]}
                                    for u, v in fitting.items()}}
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS))
     ap.add_argument("--criterion", default="l1")
     ap.add_argument("--candidates", default=None, help="--candidates of hwprune search (default set)")
-    ap.add_argument("--objective", default="loss", choices=("loss", "accuracy"))
+    ap.add_argument("--objectives", nargs="+", default=["loss", "accuracy"], choices=("loss", "accuracy"),
+                    help="the first is the search's ('exact', 'greedy'); others add 'exact:<objective>' rows")
     ap.add_argument("--finetune-epochs", type=int, default=None, help="default: each task's recipe")
     ap.add_argument("--array", default="os16x16")
     ap.add_argument("--out", default=None)
@@ -155,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.tasks:
         runs = [run_seed(name, s, budgets=args.budgets, criterion=args.criterion, candidates=args.candidates,
-                         epochs=args.finetune_epochs, array=args.array, objective=args.objective)
+                         epochs=args.finetune_epochs, array=args.array, objectives=args.objectives)
                 for s in args.seeds]
         results.append(summarise(name, runs, args.budgets))
         print(f"done {name} after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     report = {"benchmark": "search_vs_uniform", "array": args.array, "criterion": args.criterion,
-              "objective": args.objective, "seeds": args.seeds, "tasks": results,
+              "objectives": args.objectives, "seeds": args.seeds, "tasks": results,
               "seconds": round(time.perf_counter() - t0, 1)}
     text = json.dumps(report, indent=2)
     print(text)

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stored weights and N:M indices ≤ B KiB")
     p.add_argument("--criterion", default="l1", metavar="NAME", help=CRITERION_HELP + f"; known: {', '.join(criterion_names())}")
     p.add_argument("--candidates", default=None, metavar="LIST", help=CANDIDATES_SYNTAX +
-                   " (default: dense, the array's N:M and one below, channel 0.75/0.5/0.25, "
+                   " (default: dense, the array's N:M and one below, channel 0.75/0.5/0.25/0.125, "
                    "tile-aligned blocks 0.5/0.25, unstructured 0.5/0.25); "
                    "write --candidates=-unstructured when the list starts with '-'")
     p.add_argument("--sensitivity", choices=("measured", "fisher"), default="measured",

@@ -8,7 +8,7 @@ cannot exploit:
   and one level below the sparsest native one (``1:4`` on an array that only issues 2 of 4
   slots, ``1:8`` on one that issues 1 of 4): it runs at the native speed, padded, yet loses
   more accuracy — the search must see that it buys (almost) nothing;
-* channel pruning at keep ratios 0.75, 0.5 and 0.25 (never on the network's output layer:
+* channel pruning at keep ratios 0.75, 0.5, 0.25 and 0.125 (never on the network's output layer:
   removing its channels removes classes);
 * channel-aligned blocks ``block:<cols>x<M>`` at densities 0.5 and 0.25 — one array tile wide,
   one K group deep, the shape that group skipping turns into skipped cycles;
@@ -38,7 +38,7 @@ from ..patterns import (
 __all__ = ["CANDIDATES_SYNTAX", "default_candidates", "parse_candidates"]
 
 #: keep ratios of the default channel candidates
-CHANNEL_KEEPS = (0.75, 0.5, 0.25)
+CHANNEL_KEEPS = (0.75, 0.5, 0.25, 0.125)
 #: densities of the default block and unstructured candidates
 BLOCK_DENSITIES = (0.5, 0.25)
 UNSTRUCTURED_DENSITIES = (0.5, 0.25)
