@@ -327,3 +327,37 @@ def test_make_plan_and_uniform_points(digits):
     uni = uniform_selection(table, "unstructured:0.5")
     assert uni.cost.cycles == table.reference.cycles  # no cycles saved by scattered zeros
     assert uniform_selection(table, "2:4").cost.cycles < table.reference.cycles
+
+
+USER_MODULE = '''
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+
+def loaders():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 32, generator=g)
+    y = (x[:, :4].argmax(dim=1))
+    ds = TensorDataset(x, y)
+    return DataLoader(ds, batch_size=64), DataLoader(ds, batch_size=128)
+'''
+
+
+def test_search_cli_user_model_and_dataloaders(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "hwp_search_user.py").write_text(USER_MODULE)
+    rc = main(["search", "hwp_search_user:model", "--data", "hwp_search_user:loaders", "--budget", "0.8",
+               "--candidates", "dense,2:4,1:4", "--out", "p.json", "--json"])
+    assert rc == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["plan"]["layers"]) == {"0", "2"} and out["selection"]["cycles"] <= out["selection"]["caps"]["cycles"]
+    assert main(["search", "hwp_search_user:model", "--budget", "0.8", "--out", "q.json"]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    assert main(["search", "hwp_search_user:nothing", "--data", "hwp_search_user:loaders", "--budget", "0.8",
+                 "--out", "q.json"]) == 2
+    assert "nothing" in capsys.readouterr().err

@@ -30,12 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune search transformer --cycles 60000 --energy-uj 40 --criterion taylor --out t.json --pareto t.png\n"
                "  hwprune search mlp --weight-kib 64 --candidates dense,2:4,1:4,channel:0.5 --out mlp.json\n"
                "  hwprune search cnn24.pt --budget 0.35 --candidates=-unstructured --out tighter.json\n"
+               "  hwprune search mypkg.models:trained --data mypkg.data:make_loaders --budget 0.5 --out mine.json\n"
                "then: hwprune prune digits_cnn --plan plan.json --out pruned.pt; "
                "hwprune estimate digits_cnn --plan plan.json\n"
                f"built-in tasks: {', '.join(task_names())}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="TASK_OR_CKPT",
-                   help="built-in task (trained first, seeded as prune does) or a checkpoint saved by hwprune prune")
+                   help="built-in task (trained first, seeded as prune does), a checkpoint saved by "
+                        "hwprune prune, or pkg.module:make_model (a trained nn.Module; needs --data)")
+    p.add_argument("--data", default=None, metavar="PKG.MOD:FUNC",
+                   help="your data: a function returning (train_loader, val_loader[, loss_fn[, metric]]), "
+                        "a dict of hwprune.Workload arguments or a Workload; calibration batches come "
+                        "from train, sensitivity from val")
     p.add_argument("--array", default="os16x16", metavar="PRESET|FILE.toml",
                    help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: os16x16)")
     b = p.add_argument_group("budget (at least one; several at once are all met)")
@@ -83,16 +89,44 @@ def budget_from_args(args: argparse.Namespace):
                   weight_bytes=None if args.weight_kib is None else int(args.weight_kib * 1024))
 
 
-def run(args: argparse.Namespace) -> int:
+def load_source(args: argparse.Namespace, *, progress: bool):
+    """(trained model, workload) of ``TASK_OR_CKPT`` and ``--data``."""
+    from torch import nn
+
     from ..checkpoint import load_checkpoint
-    from ..config import load_array
     from ..errors import ConfigError
+    from ..tasks import load_task
+    from ..train import train_task
+    from ..userland import call, is_import_path
+    from ..workload import check_workload, workload_from
+
+    data = workload_from(call(args.data, what="data loaders"), source=args.data) if args.data else None
+    source = Path(args.source)
+    if is_import_path(args.source) and not source.is_file():
+        if data is None:
+            raise ConfigError(f"{args.source}: a model given by import path needs --data PKG.MOD:FUNC")
+        model = call(args.source, what="model factory")
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"{args.source} returned a {type(model).__name__}, not a torch.nn.Module")
+    elif source.suffix.lower() in (".pt", ".pth") or source.is_file():
+        ckpt = load_checkpoint(source)
+        if ckpt.task is None and data is None:
+            raise ConfigError(f"{source}: checkpoint records no built-in task; give --data PKG.MOD:FUNC")
+        model, data = ckpt.model, data or load_task(ckpt.task)
+    else:
+        task = load_task(args.source)
+        data = data or task
+        model, _ = train_task(task, seed=args.seed, epochs=args.train_epochs, progress=progress)
+    check_workload(model, data)
+    return model, data
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_array
     from ..io import check_writable
     from ..prune import save_plan
     from ..prune.criteria import get_criterion
     from ..search import parse_candidates, plot_pareto, search
-    from ..tasks import load_task
-    from ..train import train_task
 
     # every cheap check before minutes of training and measuring
     check_writable(args.out, force=args.force)
@@ -104,15 +138,7 @@ def run(args: argparse.Namespace) -> int:
     get_criterion(args.criterion)
     progress = not args.json
 
-    source = Path(args.source)
-    if source.suffix.lower() in (".pt", ".pth") or source.is_file():
-        ckpt = load_checkpoint(source)
-        if ckpt.task is None:
-            raise ConfigError(f"{source}: checkpoint records no built-in task to measure sensitivity on")
-        task, model = load_task(ckpt.task), ckpt.model
-    else:
-        task = load_task(args.source)
-        model, _ = train_task(task, seed=args.seed, epochs=args.train_epochs, progress=progress)
+    model, task = load_source(args, progress=progress)
     result = search(model, task, array, budget, criterion=args.criterion, candidates=args.candidates,
                     sensitivity=args.sensitivity, objective=args.objective, method=args.method,
                     seed=args.seed, calib_batches=args.calib_batches, cache_dir=args.cache_dir,
