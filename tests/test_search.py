@@ -251,6 +251,9 @@ def test_fisher_proxy_and_user_dataloaders(digits):
     result = search(model, data, "os16x16", 0.7, candidates="dense,2:4,1:4", use_cache=False)
     assert result.selection.cost.cycles <= 0.7 * result.table.reference.cycles
     assert result.table.meta.task == data.name and result.table.meta.measured == 8
+    tighter = result.with_budget(0.5, method="greedy")  # the same table, nothing measured again
+    assert tighter.table is result.table and tighter.selection.method == "greedy"
+    assert tighter.plan.search["predicted"]["cycles"] == tighter.selection.cost.cycles <= 0.5 * result.table.reference.cycles
 
 
 def test_search_prune_estimate_agree_to_the_cycle(tmp_path, capsys, monkeypatch):

@@ -82,7 +82,7 @@ class SearchResult:
         """Exact, greedy and uniform plans over cycle budgets, from the same table."""
         return pareto(self.table, points=points, budgets=budgets, objective=self.selection.objective)
 
-    def resolve(self, budget: Budget | float, *, method: str | None = None) -> SearchResult:
+    def with_budget(self, budget: Budget | float, *, method: str | None = None) -> SearchResult:
         """The same table under another budget (nothing is measured again)."""
         b = as_budget(budget)
         sel = select(self.table, b, method=method or self.selection.method, objective=self.selection.objective)
