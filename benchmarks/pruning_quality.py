@@ -169,11 +169,19 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(r)
                 print(f"{name} seed {seed} {label:28s} {r['accuracy']:.4f} ({r['seconds']} s)",
                       file=sys.stderr, flush=True)
-        fp32 = statistics.mean(b["accuracy"] for b in baselines)
-        summary = summarise(rows, fp32)
-        report["tasks"][name] = {"fp32": {"accuracy": fp32, "cycles": baselines[0]["cycles"], "per_seed": baselines},
-                                 "targets": targets(name, summary, fp32, args.criteria),
-                                 "summary": summary, "runs": rows}
+        report["tasks"][name] = task_report(name, baselines, rows, args.criteria)
+    return emit(report, args)
+
+
+def task_report(name, baselines, rows, criteria):
+    """fp32 baseline, per-configuration means, targets and the rows of one task."""
+    fp32 = statistics.mean(b["accuracy"] for b in baselines)
+    summary = summarise(rows, fp32)
+    return {"fp32": {"accuracy": fp32, "cycles": baselines[0]["cycles"], "per_seed": baselines},
+            "targets": targets(name, summary, fp32, criteria), "summary": summary, "runs": rows}
+
+
+def emit(report, args) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.table:
@@ -191,18 +199,8 @@ def _merge(args) -> int:
         got = [p["tasks"][name] for p in parts if name in p["tasks"]]
         baselines = [b for g in got for b in g["fp32"]["per_seed"]]
         rows = [r for g in got for r in g["runs"]]
-        fp32 = statistics.mean(b["accuracy"] for b in baselines)
-        summary = summarise(rows, fp32)
-        report["tasks"][name] = {"fp32": {"accuracy": fp32, "cycles": baselines[0]["cycles"], "per_seed": baselines},
-                                 "targets": targets(name, summary, fp32, args.criteria),
-                                 "summary": summary, "runs": rows}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.table:
-        print(markdown(report), file=sys.stderr)
-    if args.out:
-        write_text(args.out, text + "\n", force=args.force)
-    return 0
+        report["tasks"][name] = task_report(name, baselines, rows, args.criteria)
+    return emit(report, args)
 
 
 if __name__ == "__main__":

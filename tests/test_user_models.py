@@ -267,3 +267,20 @@ def test_readme_your_own_model_python_runs(tmp_path, monkeypatch, capsys):
     kept, acc = re.search(r"(\d+)% kept, val accuracy ([\d.]+)%", out).groups()
     assert kept == "50" and float(acc) > 80
     assert "hwprune prune examples.my_model:make_model --data examples.my_model:make_loaders" in section
+
+
+def test_a_checkpoint_whose_factory_is_gone_is_refused_in_one_line(tmp_path):
+    from hwprune.checkpoint import save_checkpoint
+    from hwprune.errors import ExportError
+
+    path = save_checkpoint(tmp_path / "u.pt", make_model(), arch=f"{MODULE}:make_model", task=None, patterns={},
+                           masks=None, metrics={}, example_inputs=(torch.zeros(1, 1, 8, 8),))
+    assert load_checkpoint(path).arch == f"{MODULE}:make_model"
+    raw = torch.load(path, weights_only=True)
+    raw["arch"] = "gone_module_xyz:make"  # the user's package was uninstalled since
+    torch.save(raw, path)
+    with pytest.raises(ExportError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert "cannot rebuild the model" in msg and "gone_module_xyz" in msg and "\n" not in msg
+    assert main(["estimate", str(path)]) == 2
