@@ -129,3 +129,12 @@ def test_rtl_refuses_non_os_with_one_line(tmp_path, capsys):
     with pytest.raises(ConfigError):
         from hwprune.rtl.emit import verilog
         verilog(array(2, 2, "is"), 4)
+
+
+def test_estimate_cli_says_sparse_was_costed_dense(tmp_path, capsys):
+    p = tmp_path / "ws.toml"
+    p.write_text('name = "ws8"\nrows = 8\ncols = 8\ndataflow = "ws"\n')
+    assert main(["estimate", "lenet300100", "--array", str(p), "--pattern", "2:4"]) == 0
+    out = capsys.readouterr().out
+    assert "note: ws dataflow has no zero skipping: 2:4 costed dense" in out
+    assert "speedup over dense 1.00×" in out

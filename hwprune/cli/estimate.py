@@ -121,3 +121,6 @@ def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:
     console.print(f"latency {cost.latency_us:,.1f} µs at {cost.array.clock_mhz:g} MHz · "
                   f"speedup over dense {dense.cycles / cost.cycles:.2f}× · "
                   f"energy {dense.total('energy_pj') / cost.total('energy_pj'):.2f}× lower")
+    notes = sorted({layer.note for layer in cost.layers if layer.note})
+    for note in notes:  # e.g. a sparse pattern costed dense on a WS/IS array
+        console.print(f"note: {note}")
