@@ -178,3 +178,10 @@ def test_search_needs_a_task_model(tmp_path):
     sp = space_from_dict({"array": {"rows": [2]}, "models": {"resnet18": {"search": {"budgets": [0.5]}}}})
     with pytest.raises(ConfigError, match="built-in task"):
         run_sweep(["resnet18"], sp, tmp_path / "o", area=False, accuracy=False)
+
+
+def test_example_space_file_loads():
+    from pathlib import Path
+    sp = load_space(Path(__file__).parent.parent / "examples" / "space.toml")
+    # os: 2 rows × 2 cols × 2 N-sets × 2 overlaps × 2 × 2 SRAM = 64; ws and is: 2 × 2 × 2 × 2 = 16 each
+    assert len(sp.designs) == 96 and sp.search_budgets == {"digits_cnn": (0.5,)}
