@@ -72,7 +72,7 @@ def build_times(array, slots):
     import tempfile
     from pathlib import Path
 
-    runtime = vl.cache_dir() / f"runtime-{vl.toolchain().key}"
+    runtime = vl.runtime_dir(vl.toolchain())
     with tempfile.TemporaryDirectory(prefix="hwprune-bench-") as tmp:
         if runtime.is_dir():
             shutil.copytree(runtime, Path(tmp) / "verilator" / runtime.name)

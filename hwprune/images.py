@@ -54,6 +54,9 @@ __all__ = [
 
 #: memories in the order the image files are written
 MEMORIES = ("weights", "stream", "acts", "desc", "outputs")
+#: memories a layer loads, numbered as the RTL's host write port selects them (``host_mem``);
+#: the drain writes ``outputs``
+LOADED = tuple(name for name in MEMORIES if name != "outputs")
 
 
 def _clog2(n: int) -> int:
@@ -89,6 +92,23 @@ class MemoryLayout:
     @property
     def addr_bits(self) -> int:
         return _clog2(self.depth)
+
+    @property
+    def word_bytes(self) -> int:
+        """Bytes of one word in a binary image: ⌈width / 8⌉, little-endian."""
+        return math.ceil(self.width / 8)
+
+    def to_bytes(self, words: list[int]) -> bytes:
+        """Words as a raw binary image (each in :attr:`word_bytes`, little-endian, no header)."""
+        n = self.word_bytes
+        return b"".join(w.to_bytes(n, "little") for w in words)
+
+    def from_bytes(self, data: bytes) -> list[int]:
+        """Inverse of :meth:`to_bytes`."""
+        n = self.word_bytes
+        if len(data) % n:
+            raise ExportError(f"{self.name}: {len(data)} bytes is not a whole number of {n}-byte words")
+        return [int.from_bytes(data[i:i + n], "little") for i in range(0, len(data), n)]
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "depth": self.depth, "width": self.width, "repeat": self.repeat,
@@ -467,10 +487,9 @@ def decode_outputs(words: list[int], images: LayerImages) -> np.ndarray:
 def _unpack_signed(words: list[int], layout: MemoryLayout) -> np.ndarray:
     """Fast path for single-field words of ≤ 64-bit signed elements: (words, repeat) int64."""
     (f,) = layout.fields
-    nbytes = math.ceil(layout.width / 8)
     if f.bits % 8 or f.bits > 64:
         return layout.unpack(words)[:, :, 0].astype(np.int64)
-    raw = b"".join(w.to_bytes(nbytes, "little") for w in words)
+    raw = layout.to_bytes(words)
     dt = {8: "<i1", 16: "<i2", 32: "<i4", 64: "<i8"}.get(f.bits)
     if dt is None:
         return layout.unpack(words)[:, :, 0].astype(np.int64)
@@ -586,16 +605,14 @@ def _read_mif(path: Path, layout: MemoryLayout) -> list[int]:
 
 def _write_bin(path: Path, words: list[int], layout: MemoryLayout, *, force: bool) -> Path:
     """Raw little-endian: each word in ⌈width/8⌉ bytes, no header."""
-    nbytes = math.ceil(layout.width / 8)
-    return write_bytes(path, b"".join(w.to_bytes(nbytes, "little") for w in words), force=force)
+    return write_bytes(path, layout.to_bytes(words), force=force)
 
 
 def _read_bin(path: Path, layout: MemoryLayout) -> list[int]:
-    nbytes = math.ceil(layout.width / 8)
-    data = path.read_bytes()
-    if len(data) % nbytes:
-        raise ExportError(f"{path}: {len(data)} bytes is not a whole number of {nbytes}-byte words")
-    words = [int.from_bytes(data[i:i + nbytes], "little") for i in range(0, len(data), nbytes)]
+    try:
+        words = layout.from_bytes(path.read_bytes())
+    except ExportError as exc:
+        raise ExportError(f"{path}: {exc}") from None
     for i, w in enumerate(words):
         if w >> layout.width:
             raise ExportError(f"{path}: word {i} wider than {layout.width} bits")

@@ -14,7 +14,7 @@ from amaranth.hdl import Shape
 
 from hwprune.config import ArrayConfig
 from hwprune.errors import ConfigError, HwPruneError
-from hwprune.images import MEMORIES, memory_map
+from hwprune.images import LOADED, MEMORIES, memory_map
 from hwprune.rtl.array import SystolicArray
 from hwprune.rtl.controller import CYCLE_COUNTER_BITS, Controller
 from hwprune.rtl.memory import RAM_VERILOG
@@ -86,7 +86,9 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
            "overflow": f"accumulators wrap two's-complement at {array.acc_bits} bits"},
         "handshake": "pulse start for one cycle while busy is low; done rises when outputs are "
                      "written; cycles = start cycle (0) to first done cycle; read outputs with "
-                     "host_addr (data on host_data one cycle later)",
+                     "host_addr (data on host_data one cycle later); load a layer by writing "
+                     "each word with host_we, host_mem (" + ", ".join(f"{i} = {n}" for i, n in enumerate(LOADED))
+                     + "), host_waddr and host_wdata (one word per cycle, before start)",
         "memories": memory_map(array, slots).to_dict(),
         "readmemh": {f"mem_{n}": f"+mem_{n}=FILE.hex" for n in MEMORIES},
     }

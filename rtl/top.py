@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwprune.config import ArrayConfig
 from hwprune.errors import ConfigError
-from hwprune.images import MEMORIES, MemoryMap, memory_map
+from hwprune.images import LOADED, MEMORIES, MemoryMap, memory_map
 from hwprune.rtl.array import SystolicArray
 from hwprune.rtl.controller import CYCLE_COUNTER_BITS, Controller
 from hwprune.rtl.memory import Ram
@@ -27,7 +27,9 @@ class SparseArrayTop(wiring.Component):
 
     Ports: ``start``/``busy``/``done`` handshake; ``cycles`` counts from the start cycle (0) to
     the first cycle ``done`` is high; ``host_addr``/``host_data`` read the output memory (one
-    cycle latency).
+    cycle latency); ``host_we``/``host_mem``/``host_waddr``/``host_wdata`` write one word per
+    cycle into memory ``LOADED[host_mem]`` (a DMA engine or a testbench loading a layer; the
+    word's low bits, LSB first as :meth:`~hwprune.images.MemoryLayout.pack` lays it out).
 
     ``init`` (memory name → words) builds the memories as Amaranth ``Memory`` objects loaded
     with those words (for Amaranth's simulator); without it they are instances of the
@@ -54,6 +56,9 @@ class SparseArrayTop(wiring.Component):
             "start": In(1), "busy": Out(1), "done": Out(1),
             "cycles": Out(CYCLE_COUNTER_BITS),
             "host_addr": In(out.addr_bits), "host_data": Out(out.width),
+            "host_we": In(1), "host_mem": In(range(len(LOADED))),
+            "host_waddr": In(max(self.map[n].addr_bits for n in LOADED)),
+            "host_wdata": In(max(self.map[n].width for n in LOADED)),
         })
 
     def memory(self, name: str) -> Ram:
@@ -94,6 +99,12 @@ class _Core(Elaboratable):
                      mem["desc"].raddr.eq(ctrl.desc_addr), ctrl.desc_data.eq(mem["desc"].rdata),
                      mem["stream"].raddr.eq(ctrl.stream_addr), ctrl.stream_data.eq(mem["stream"].rdata),
                      mem["weights"].raddr.eq(ctrl.weight_addr), mem["acts"].raddr.eq(ctrl.act_addr)]
+
+        for i, name in enumerate(LOADED):
+            ram, lay = mem[name], top.map[name]
+            m.d.comb += [ram.we.eq(top.host_we & (top.host_mem == i)),
+                         ram.waddr.eq(top.host_waddr[: lay.addr_bits]),
+                         ram.wdata.as_value().eq(top.host_wdata[: lay.width])]
 
         # weight words are C × (value, index); the array adds valid/first per column
         word = mem["weights"].rdata

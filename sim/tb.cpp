@@ -1,15 +1,21 @@
 // Verilator testbench of the hwprune sparse MAC array: no Python in the loop.
 //
-//   Vsim +mem_weights=w.hex +mem_stream=s.hex +mem_acts=a.hex +mem_desc=d.hex \
-//        OUT_WORDS OUT_FILE MAX_CYCLES
+//   Vsim IMAGES.bin OUT.bin MAX_CYCLES
 //
-// The memories load their images through $readmemh (plusargs).  The bench pulses start, clocks
-// until done, then reads OUT_WORDS words of the output memory through the host port and writes
-// them as $readmemh hex to OUT_FILE.  stdout: "cycles <n> seconds <run time>".
+// IMAGES.bin (little-endian): "HWPI", u32 version (1), u32 memory count; per memory, in the
+// order of the top level's host_mem numbers: u32 words, u32 bytes per word, the words (LSB
+// first); then u32 output words and u32 bytes per output word.
+//
+// The bench releases reset, writes every word through the host write port (one per cycle),
+// pulses start, clocks until done, counting its own ticks, then reads the output memory through
+// the host read port and writes the words to OUT.bin.  stdout: "cycles <design counter> ticks
+// <bench count> seconds <run time>".  Exit 2: usage or image error, 3: no done within
+// MAX_CYCLES, 4: cannot write OUT.bin.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,23 +25,62 @@
 
 namespace {
 
-int g_width = 0;  // bits of one output word (set from the port)
-
-void emit(FILE* f, uint64_t v, int bits) {
-    int digits = (bits + 3) / 4;
-    std::fprintf(f, "%0*llx\n", digits, static_cast<unsigned long long>(v));
+// a port from / to little-endian bytes, whatever type Verilator gave it
+template <typename T>
+void set_bytes(T& port, const uint8_t* p, std::size_t n) {
+    T v = 0;
+    std::memcpy(&v, p, n < sizeof(T) ? n : sizeof(T));
+    port = v;
 }
 
 template <std::size_t N>
-void emit(FILE* f, const VlWide<N>& v, int bits) {
-    int digits = (bits + 3) / 4;
-    std::string s(digits, '0');
-    for (int d = 0; d < digits; ++d) {
-        int bit = 4 * d;
-        unsigned nib = (v[bit / 32] >> (bit % 32)) & 0xF;
-        s[digits - 1 - d] = "0123456789abcdef"[nib];
+void set_bytes(VlWide<N>& port, const uint8_t* p, std::size_t n) {
+    std::memset(port.data(), 0, 4 * N);
+    std::memcpy(port.data(), p, n < 4 * N ? n : 4 * N);
+}
+
+template <typename T>
+void get_bytes(const T& port, uint8_t* p, std::size_t n) {
+    T v = port;
+    std::memset(p, 0, n);
+    std::memcpy(p, &v, n < sizeof(T) ? n : sizeof(T));
+}
+
+template <std::size_t N>
+void get_bytes(const VlWide<N>& port, uint8_t* p, std::size_t n) {
+    std::memset(p, 0, n);
+    std::memcpy(p, port.data(), n < 4 * N ? n : 4 * N);
+}
+
+struct Reader {
+    std::vector<uint8_t> buf;
+    std::size_t pos = 0;
+    bool ok = true;
+    uint32_t u32() {
+        if (pos + 4 > buf.size()) { ok = false; return 0; }
+        uint32_t v;
+        std::memcpy(&v, &buf[pos], 4);
+        pos += 4;
+        return v;
     }
-    std::fprintf(f, "%s\n", s.c_str());
+    const uint8_t* bytes(std::size_t n) {
+        if (pos + n > buf.size()) { ok = false; return nullptr; }
+        const uint8_t* p = &buf[pos];
+        pos += n;
+        return p;
+    }
+};
+
+bool read_file(const char* path, std::vector<uint8_t>& out) {
+    FILE* f = std::fopen(path, "rb");
+    if (!f) return false;
+    std::fseek(f, 0, SEEK_END);
+    long size = std::ftell(f);
+    std::fseek(f, 0, SEEK_SET);
+    out.resize(size > 0 ? size : 0);
+    bool ok = std::fread(out.data(), 1, out.size(), f) == out.size();
+    std::fclose(f);
+    return ok;
 }
 
 }  // namespace
@@ -43,17 +88,21 @@ void emit(FILE* f, const VlWide<N>& v, int bits) {
 int main(int argc, char** argv) {
     auto ctx = std::make_unique<VerilatedContext>();
     ctx->commandArgs(argc, argv);
-    std::vector<std::string> pos;
-    for (int i = 1; i < argc; ++i)
-        if (argv[i][0] != '+') pos.emplace_back(argv[i]);
-    if (pos.size() != 4) {
-        std::fprintf(stderr, "usage: %s +mem_<name>=FILE... OUT_WORDS OUT_FILE MAX_CYCLES OUT_BITS\n", argv[0]);
+    if (argc != 4) {
+        std::fprintf(stderr, "usage: %s IMAGES.bin OUT.bin MAX_CYCLES\n", argv[0]);
         return 2;
     }
-    const long out_words = std::atol(pos[0].c_str());
-    const std::string out_file = pos[1];
-    const unsigned long long max_cycles = std::strtoull(pos[2].c_str(), nullptr, 10);
-    g_width = std::atoi(pos[3].c_str());
+    const unsigned long long max_cycles = std::strtoull(argv[3], nullptr, 10);
+    Reader img;
+    if (!read_file(argv[1], img.buf) || img.buf.size() < 12 || std::memcmp(img.buf.data(), "HWPI", 4)) {
+        std::fprintf(stderr, "%s: not an hwprune image file\n", argv[1]);
+        return 2;
+    }
+    img.pos = 4;
+    if (img.u32() != 1) {
+        std::fprintf(stderr, "%s: unknown image version\n", argv[1]);
+        return 2;
+    }
 
     auto top = std::make_unique<Vhwprune_top>(ctx.get());
     auto tick = [&]() {
@@ -66,12 +115,33 @@ int main(int argc, char** argv) {
     top->clk = 0;
     top->start = 0;
     top->host_addr = 0;
+    top->host_we = 0;
     top->rst = 1;
     top->eval();
     tick();
     tick();
     top->rst = 0;
     tick();  // the design sees reset through a one-register synchronizer
+
+    const uint32_t memories = img.u32();
+    for (uint32_t m = 0; m < memories && img.ok; ++m) {
+        const uint32_t words = img.u32(), nbytes = img.u32();
+        top->host_mem = m;
+        top->host_we = 1;
+        for (uint32_t a = 0; a < words; ++a) {
+            const uint8_t* p = img.bytes(nbytes);
+            if (!p) break;
+            top->host_waddr = a;
+            set_bytes(top->host_wdata, p, nbytes);
+            tick();
+        }
+        top->host_we = 0;
+    }
+    const uint32_t out_words = img.u32(), out_bytes = img.u32();
+    if (!img.ok) {
+        std::fprintf(stderr, "%s: truncated image file\n", argv[1]);
+        return 2;
+    }
 
     top->start = 1;  // cycle 0
     tick();
@@ -87,15 +157,16 @@ int main(int argc, char** argv) {
     }
     const unsigned long long cycles = top->cycles;
 
-    FILE* f = std::fopen(out_file.c_str(), "w");
-    if (!f) {
-        std::perror(out_file.c_str());
-        return 4;
-    }
-    for (long a = 0; a < out_words; ++a) {
+    std::vector<uint8_t> out(static_cast<std::size_t>(out_words) * out_bytes);
+    for (uint32_t a = 0; a < out_words; ++a) {
         top->host_addr = a;
         tick();
-        emit(f, top->host_data, g_width);
+        get_bytes(top->host_data, &out[static_cast<std::size_t>(a) * out_bytes], out_bytes);
+    }
+    FILE* f = std::fopen(argv[2], "wb");
+    if (!f || std::fwrite(out.data(), 1, out.size(), f) != out.size()) {
+        std::perror(argv[2]);
+        return 4;
     }
     std::fclose(f);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

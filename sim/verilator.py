@@ -7,7 +7,7 @@ Cache layout (``cache_dir()``, shared by processes and locked per entry):
     generators' sources, the memory map and config, the bench, the flags and the
     :class:`Toolchain`: Verilator's install path, executable and version).  The manifest
     records the binary's sha256, checked before every use.
-``runtime-<toolchain key>/`` + ``manifest.json``
+``runtime-<toolchain and make-flags key>/`` + ``manifest.json``
     Verilator's runtime objects (most of a small design's compile time), compiled once per
     toolchain and reused by every later build through make's ``-o`` (“old file”) option, so no
     file is ever dated into the future.  Checked against recorded sha256s before use.
@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -35,9 +36,9 @@ from pathlib import Path
 
 from hwprune.config import ArrayConfig
 from hwprune.errors import HwPruneError, VerificationError
-from hwprune.images import MEMORIES, LayerImages, _read_hex, memory_map, write_images
+from hwprune.images import LOADED, LayerImages, memory_map
 
-__all__ = ["Toolchain", "VerilatorBuild", "toolchain", "build", "run", "run_layer", "cache_dir"]
+__all__ = ["Toolchain", "VerilatorBuild", "toolchain", "build", "run", "run_layer", "cache_dir", "image_file"]
 
 _RUNTIME = ("verilated.o", "verilated_threads.o")
 # VM_PARALLEL_BUILDS=0: one translation unit.  The PyPI wheel's split (parallel) build passes the
@@ -45,7 +46,7 @@ _RUNTIME = ("verilated.o", "verilated_threads.o")
 _FLAGS = ("--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
           "-CFLAGS", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style",
           "--top-module", "hwprune_top", "-o", "Vsim")
-_MAKEFLAGS = "VM_PARALLEL_BUILDS=0"
+_MAKEFLAGS = ("VM_PARALLEL_BUILDS=0",)
 # exit codes of tb.cpp that are answers about the design, not a broken binary
 _TB_ANSWERS = (2, 3, 4)
 
@@ -116,8 +117,14 @@ def _design_key(array: ArrayConfig, slots: int, tb: str, tools: Toolchain) -> st
         h.update(rtl.joinpath(name).read_bytes())
     h.update(json.dumps(memory_map(array, slots).to_dict(), sort_keys=True).encode())
     h.update(json.dumps(array.to_dict(), sort_keys=True).encode())
-    h.update(f"{slots}\0{tb}\0{tools.key}\0{' '.join(_FLAGS)}\0{_MAKEFLAGS}".encode())
+    h.update(f"{slots}\0{tb}\0{tools.key}\0{' '.join(_FLAGS + _MAKEFLAGS)}".encode())
     return h.hexdigest()[:20]
+
+
+def runtime_dir(tools: Toolchain) -> Path:
+    """Where the runtime objects of ``tools`` are cached (they also depend on the make flags)."""
+    key = hashlib.sha256(f"{tools.key}\0{' '.join(_MAKEFLAGS)}".encode()).hexdigest()[:16]
+    return cache_dir() / f"runtime-{key}"
 
 
 def _sha256(path: Path) -> str:
@@ -189,9 +196,9 @@ def _compile(array: ArrayConfig, slots: int, tb: str, tools: Toolchain, target: 
     from hwprune.rtl.emit import verilog
 
     root = target.parent
-    runtime = root / f"runtime-{tools.key}"
+    runtime = runtime_dir(tools)
     t0 = time.perf_counter()
-    verilog_text = verilog(array, slots, readmemh=True)
+    verilog_text = verilog(array, slots)
     gen = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=root) as tmp:
         work = Path(tmp)
@@ -225,7 +232,7 @@ def _verilate(tools: Toolchain, work: Path, jobs: int, runtime: Path | None) -> 
     obj = work / "obj_dir"
     shutil.rmtree(obj, ignore_errors=True)
     obj.mkdir()
-    makeflags = ["-MAKEFLAGS", _MAKEFLAGS]
+    makeflags = [arg for flag in _MAKEFLAGS for arg in ("-MAKEFLAGS", flag)]
     if runtime is not None:
         for name in _RUNTIME:
             shutil.copyfile(runtime / name, obj / name)
@@ -234,20 +241,28 @@ def _verilate(tools: Toolchain, work: Path, jobs: int, runtime: Path | None) -> 
                           cwd=work, capture_output=True, text=True)
 
 
+def image_file(images: LayerImages) -> bytes:
+    """The bench's input: every memory the host loads, then the output word count (tb.cpp)."""
+    mm = images.map
+    parts = [b"HWPI", struct.pack("<II", 1, len(LOADED))]
+    for name in LOADED:
+        words = images.words[name]
+        parts += [struct.pack("<II", len(words), mm[name].word_bytes), mm[name].to_bytes(words)]
+    parts.append(struct.pack("<II", len(images.words["outputs"]), mm["outputs"].word_bytes))
+    return b"".join(parts)
+
+
 def run(binary: Path, images: LayerImages, *, max_cycles: int) -> tuple[list[int], int, int, float]:
-    """Load ``images``, run to done and read the outputs.
+    """Load ``images`` through the host write port, run to done and read the outputs.
 
     Returns (output words, the design's cycle counter, the testbench's tick count, run seconds).
     Raises :class:`VerificationError` when the bench reports a failure, and ``OSError`` /
     :class:`HwPruneError` when the binary itself is broken.
     """
     with tempfile.TemporaryDirectory(prefix="hwprune-sim-") as tmp:
-        paths = write_images(images, tmp)
-        out = Path(tmp) / "result.hex"
-        n_out = len(images.words["outputs"])
-        args = [str(binary)] + [f"+mem_{n}={paths[n]}" for n in MEMORIES if n != "outputs"]
-        args += [str(n_out), str(out), str(max_cycles), str(images.map["outputs"].width)]
-        proc = subprocess.run(args, capture_output=True, text=True)
+        src, out = Path(tmp) / "images.bin", Path(tmp) / "outputs.bin"
+        src.write_bytes(image_file(images))
+        proc = subprocess.run([str(binary), str(src), str(out), str(max_cycles)], capture_output=True, text=True)
         if proc.returncode in _TB_ANSWERS:
             raise VerificationError(f"{images.layer}: the Verilator simulation failed "
                                     f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
@@ -255,7 +270,7 @@ def run(binary: Path, images: LayerImages, *, max_cycles: int) -> tuple[list[int
         stats = dict(zip(fields[::2], fields[1::2]))
         if proc.returncode or not {"cycles", "ticks", "seconds"} <= stats.keys():
             raise _BrokenBinary(f"{binary} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-        words = _read_hex(out, images.map["outputs"])
+        words = images.map["outputs"].from_bytes(out.read_bytes())
         return words, int(stats["cycles"]), int(stats["ticks"]), float(stats["seconds"])
 
 

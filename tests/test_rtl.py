@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from hwprune import load_array
 from hwprune.errors import ConfigError
-from hwprune.images import MEMORIES, memory_map
+from hwprune.images import LOADED, MEMORIES, memory_map
 from hwprune.rtl import PE, Controller, SparseArrayTop, SystolicArray
 from hwprune.rtl.emit import describe, design_slots, synth_stats, verilog
 from hwprune.rtl.memory import RAM_MODULE, word_layout
@@ -160,8 +160,12 @@ def test_verilator_lint_has_no_errors(tmp_path, array, pattern):
 def test_describe_lists_ports_parameters_and_layouts():
     info = describe(SMALL, 2)
     ports = {p["name"]: p for p in info["ports"]}
-    assert {"clk", "rst", "start", "busy", "done", "cycles", "host_addr", "host_data"} == set(ports)
+    assert {"clk", "rst", "start", "busy", "done", "cycles", "host_addr", "host_data", "host_we",
+            "host_mem", "host_waddr", "host_wdata"} == set(ports)
     assert ports["host_data"]["width"] == 3 * 32 and ports["cycles"]["direction"] == "output"
+    mm = memory_map(SMALL, 2)
+    assert ports["host_wdata"]["width"] == max(mm[n].width for n in LOADED)
+    assert ports["host_mem"]["width"] == 2 and ports["host_we"]["direction"] == "input"
     assert info["parameters"]["pattern"] == "2:4" and not info["parameters"]["dense"]
     assert info["memories"]["memories"]["weights"]["width"] == 3 * (8 + 2)
     assert info["timing"]["fill_cycles"] == 5

@@ -64,11 +64,11 @@ def private_cache(tmp_path, monkeypatch):
     root = tmp_path / "cache"
     (root / "verilator").mkdir(parents=True)
     shutil.copytree(shared.binary.parent, root / "verilator" / shared.key)
-    runtime = vl.cache_dir() / f"runtime-{tools.key}"
+    runtime = vl.runtime_dir(tools)
     if runtime.is_dir():
         shutil.copytree(runtime, root / "verilator" / runtime.name)
     monkeypatch.setenv("HWPRUNE_CACHE", str(root))
-    return root / "verilator", shared.key, root / "verilator" / f"runtime-{tools.key}"
+    return root / "verilator", shared.key, vl.runtime_dir(tools)
 
 
 def _no_future_dates(root: Path) -> None:
@@ -151,18 +151,19 @@ def test_two_installations_do_not_share_runtime_objects(tmp_path, monkeypatch):
     objects (and .d files naming its include folder) and failed once that folder was gone."""
     monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path / "cache"))
     path = os.environ["PATH"]
-    keys = []
+    keys, runtimes = [], []
     for name in ("venv_a", "venv_b"):
         bindir = _install_copy(tmp_path, name)
         monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{path}")
         tools = vl.toolchain()
         assert tools.root.startswith(str(tmp_path / name))
         keys.append(tools.key)
+        runtimes.append(vl.runtime_dir(tools).name)
         assert _sim().compile_seconds > 0
         shutil.rmtree(tmp_path / name)                  # the virtualenv is deleted / re-created
     assert keys[0] != keys[1]
-    runtimes = sorted(p.name for p in (tmp_path / "cache" / "verilator").glob("runtime-*") if p.is_dir())
-    assert runtimes == sorted(f"runtime-{k}" for k in keys)
+    assert sorted(p.name for p in (tmp_path / "cache" / "verilator").glob("runtime-*")
+                  if p.is_dir()) == sorted(runtimes) and runtimes[0] != runtimes[1]
     _no_future_dates(tmp_path / "cache")
 
 
