@@ -6,5 +6,7 @@ VCD traces).
 """
 
 from hwprune.sim.core import BACKENDS, SimResult, layer_operands, quantize_int8, simulate
+from hwprune.sim.model import LayerOnRtl, ModelRun, run_model
 
-__all__ = ["simulate", "SimResult", "BACKENDS", "layer_operands", "quantize_int8"]
+__all__ = ["simulate", "SimResult", "BACKENDS", "layer_operands", "quantize_int8", "run_model", "ModelRun",
+           "LayerOnRtl"]

@@ -23,6 +23,7 @@ from hwprune.errors import ConfigError, HwPruneError, UnsupportedLayerError, Ver
 from hwprune.ir import LayerKind
 from hwprune.schedule import make_schedule
 from hwprune.sim import layer_operands, quantize_int8, simulate
+from hwprune.sim.fuzz import random_case as make_case
 
 BASE = load_array("os8x8")
 
@@ -52,37 +53,6 @@ DESIGNS = {
 }
 # patterns that run on another pattern's design (1:2 on an M = 4 array issues 2 slots, as 2:4)
 EXTRA_PATTERNS = {"2x3-2:4": [NM(1, 2)], "4x4-2:4": [NM(1, 4)]}
-
-
-def make_case(array, pattern, seed: int, *, max_m: int = 9, max_k: int = 19, max_n: int = 7):
-    """A random layer with the features that break schedules: padding in every dimension,
-    under-filled groups, all-zero K groups, an all-zero weight tile, extreme values."""
-    rng = np.random.default_rng(seed)
-    groups = 2 if rng.random() < 0.2 else 1
-    M = int(rng.integers(1, max_m + 1))
-    K = int(rng.integers(1, max_k + 1))
-    npg = int(rng.integers(1, max_n + 1))
-    layer = LayerSpec(f"case{seed}", LayerKind.GROUPED if groups > 1 else LayerKind.LINEAR, M, K,
-                      npg * groups, groups)
-    w = rng.integers(-128, 128, size=(layer.N, K))
-    x = rng.integers(-128, 128, size=(groups, M, K))
-    extreme = rng.random() < 0.15
-    if extreme:
-        w[:], x[:] = -128, -128
-    if rng.random() < 0.5:                               # under-filled groups
-        w[rng.random(w.shape) < 0.4] = 0
-    if rng.random() < 0.4:                               # all-zero K groups (skipped)
-        gs = array.group_size
-        for kg in range(0, K, gs):
-            if rng.random() < 0.5:
-                w[:, kg:kg + gs] = 0
-    if rng.random() < 0.3:                               # all-zero channels (packed away) …
-        w[: min(array.cols, layer.N)] = 0
-    if groups > 1 and rng.random() < 0.3:                # … or a whole zero conv group (K′ = 0 folds)
-        w[:npg] = 0
-    if not isinstance(pattern, Dense):
-        w = np.where(pattern.mask(np.abs(w) + rng.random(w.shape) * 1e-3), w, 0)
-    return layer, w, (x[0] if groups == 1 and rng.random() < 0.5 else x)
 
 
 def check(res, layer, w, x, array, pattern) -> None:

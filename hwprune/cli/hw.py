@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import load_array, preset_names
 from ..errors import ConfigError, UnsupportedLayerError
 from ..io import write_text
-from .args import nonnegative_int
+from .args import nonnegative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--vcd", metavar="FILE", help="VCD trace of one layer (Amaranth back end)")
     s.add_argument("--force", action="store_true", help="overwrite an existing --vcd file")
     s.add_argument("--seed", type=nonnegative_int, default=0, help="random seed of activations (and --gemm weights)")
+    s.add_argument("--model-run", action="store_true",
+                   help="run the whole int8 model of a checkpoint on the array over its task's test "
+                        "images and compare the logits with the integer reference (hwprune.quant)")
+    s.add_argument("--images", type=positive_int, default=64, metavar="N",
+                   help="with --model-run: test images, folded into M (default 64)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=run_sim)
 
@@ -130,6 +135,8 @@ def run_sim(args: argparse.Namespace) -> int:
 
     if (args.model is None) == (args.gemm is None):
         raise ConfigError("give a MODEL_OR_CKPT or --gemm M,K,N (one of them)")
+    if args.model_run:
+        return _run_model_on_rtl(args)
     if args.layer is not None and args.gemm is not None:
         raise ConfigError("--layer selects a layer of a model; it cannot be used with --gemm")
     array = load_array(args.array)
@@ -171,6 +178,51 @@ def run_sim(args: argparse.Namespace) -> int:
                           "layers": rows}, indent=2))
     else:
         _render(rows, title=f"{args.model or args.gemm} on {array.name}, {pattern}, {args.backend}")
+    return 0 if ok else 1
+
+
+def _run_model_on_rtl(args: argparse.Namespace) -> int:
+    """``sim CKPT --model-run``: every conv/linear layer of the int8 model on the array."""
+    from ..checkpoint import load_checkpoint
+    from ..quant import quantize
+    from ..sim.model import run_model
+    from ..tasks import load_task
+
+    for flag, value in (("--layer", args.layer), ("--vcd", args.vcd)):
+        if value is not None:
+            raise ConfigError(f"{flag} cannot be used with --model-run (it runs every layer)")
+    array = load_array(args.array)
+    ckpt = load_checkpoint(args.model)
+    if ckpt.task is None:
+        raise ConfigError(f"{args.model}: the checkpoint records no built-in task to run on")
+    task = load_task(ckpt.task)
+    q = quantize(ckpt.model, task, array=array, patterns=ckpt.patterns)
+    n = min(args.images, len(task.test))
+    x = q.quantize_input(task.test.inputs[0][:n])
+    targets = task.test.targets[:n].numpy()
+    res = run_model(q, x, array, backend=args.backend, verify=False)
+    ok = res.bit_exact and res.cycles == res.predicted_cycles
+    summary = {"checkpoint": str(args.model), "array": array.name, "backend": args.backend, "images": n,
+               "accuracy_rtl": float((res.outputs.argmax(axis=1) == targets).mean()),
+               "accuracy_reference": float((res.reference.argmax(axis=1) == targets).mean()),
+               **res.to_dict()}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0 if ok else 1
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{args.model} on {array.name} ({args.backend}), {n} images", title_justify="left")
+    for col in ("layer", "M", "K", "N", "chunks", "sim cycles", "predicted"):
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    for layer in res.layers:
+        t.add_row(layer.name, f"{layer.M:,}", f"{layer.K:,}", f"{layer.N:,}", str(layer.chunks),
+                  f"{layer.cycles:,}", f"{layer.predicted_cycles:,}")
+    console = Console()
+    console.print(t)
+    console.print(f"accuracy on the RTL {summary['accuracy_rtl']:.4f} (integer reference "
+                  f"{summary['accuracy_reference']:.4f}); logits bit-exact: "
+                  f"{'yes' if res.bit_exact else 'NO'}; cycles {res.cycles:,} (predicted {res.predicted_cycles:,})")
     return 0 if ok else 1
 
 
