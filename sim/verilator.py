@@ -162,6 +162,23 @@ def _store(folder: Path, sources: dict[str, Path], extra: dict[str, object]) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: a temporary build folder this old was left by a killed process
+_STALE_SECONDS = 6 * 3600
+
+
+def _remove_stale(root: Path) -> None:
+    """Delete our temporary folders (``.<name>.<random>``) that a killed build left behind."""
+    if not root.is_dir():
+        return
+    now = time.time()
+    for p in root.iterdir():
+        try:
+            if p.name.startswith(".") and p.is_dir() and now - p.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            continue
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +198,7 @@ def build(array: ArrayConfig, slots: int, *, jobs: int = 2, fresh: bool = False)
     key = _design_key(array, slots, tb, tools)
     root = cache_dir()
     target = root / key
+    _remove_stale(root)
     with _locked(root / f"{key}.lock"):
         if fresh:
             shutil.rmtree(target, ignore_errors=True)

@@ -90,6 +90,18 @@ def test_truncated_simulator_is_rebuilt(private_cache):
 
 
 @needs_verilator
+def test_stale_temporary_build_folders_are_removed(private_cache):
+    cache, _, _ = private_cache
+    stale, fresh = cache / ".abc.killed", cache / ".def.running"
+    for p in (stale, fresh):
+        (p / "obj_dir").mkdir(parents=True)
+    old = time.time() - 7 * 3600
+    os.utime(stale, (old, old))
+    _sim()
+    assert not stale.exists() and fresh.exists()
+
+
+@needs_verilator
 def test_crashing_simulator_with_a_valid_checksum_is_rebuilt_once(private_cache):
     cache, key, _ = private_cache
     vsim = cache / key / "Vsim"
