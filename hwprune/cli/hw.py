@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run layers on the generated array (Verilator, or the Amaranth simulator) "
                     "and check outputs bit-exact against numpy and cycles against the cost model. "
                     "Float weights are quantized symmetric per-tensor to int8 and pruned with "
-                    "the pattern; activations are random int8.",
+                    "the pattern; activations are random int8; attention's activation×activation "
+                    "matmuls run dense (their second operand in the weight memory). With --model-run, "
+                    "a checkpoint's whole int8 model runs on its task's test images instead.",
         epilog="examples:\n"
                "  hwprune sim --gemm 64,256,64 --array os8x8 --pattern 2:4\n"
                "  hwprune sim lenet300100 --layer fc2 --array os8x8 --pattern 1:4 --json\n"
@@ -130,7 +132,7 @@ def _gemm(text: str):
 
 
 def run_sim(args: argparse.Namespace) -> int:
-    from ..patterns import parse_pattern
+    from ..patterns import Dense, parse_pattern
     from ..sim import layer_operands, simulate
 
     if (args.model is None) == (args.gemm is None):
@@ -161,10 +163,10 @@ def run_sim(args: argparse.Namespace) -> int:
     rows, ok = [], True
     for layer in layers:
         try:
-            if not layer.has_weights:
-                raise UnsupportedLayerError(f"{layer.name}: activation×activation matmul (no weights)")
-            w, x = layer_operands(layer, pattern, array, seed=args.seed)
-            res = simulate(layer, w, x, pattern, array, backend=args.backend, vcd=args.vcd,
+            # attention (activation × activation) runs dense: its second operand is data
+            pat = pattern if layer.has_weights else Dense()
+            w, x = layer_operands(layer, pat, array, seed=args.seed)
+            res = simulate(layer, w, x, pat, array, backend=args.backend, vcd=args.vcd,
                            force=args.force, verify=False)
         except UnsupportedLayerError as exc:
             if len(layers) == 1:
