@@ -4,8 +4,9 @@ A space of 864 design points (2×2…4×4 arrays: 16 distinct RTL configs for yo
 N-set × fold overlap — plus WS/IS arrays, three SRAM sizes per buffer, two output buffers, two DRAM
 bandwidths) × digits_cnn, lenet300100, resnet18 and bert_layer × uniform dense, 2:4 and 1:4.
 
-Runs: (1) local, cold: yosys (generic synth + synth_ice40) of every RTL config not yet in the
-disk cache, fine-tunes for the built-in tasks; (2) Ray (local ``ray.init(num_cpus=2)``) and
+Runs: (1) local, first: yosys (generic synth + synth_ice40) of every RTL config not yet in the
+disk cache (``~/.cache/hwprune/area``; a previous run or ``hwprune sweep`` may have filled it, so
+the JSON says how many it computed), fine-tunes for the built-in tasks; (2) Ray (local ``ray.init(num_cpus=2)``) and
 (3) local again, both with the area cache warm, fine-tunes included; (4) cost model only on Ray
 and locally.  Reports wall times, points per second, front sizes, the recommendations, and the
 8×8 dense vs 2:4 fmax (nextpnr-ice40, cached by ``hwprune.sweep.area``).
@@ -55,7 +56,7 @@ def main() -> None:
     report: dict[str, object] = {"designs": len(space.designs), "models": MODELS,
                                  "patterns": SPACE["patterns"], "points": n_points, "rtl_configs": len(rtl)}
     runs = {}
-    for name, kw in (("local_cold", {"engine": "local"}), ("ray", {"engine": "ray"}),
+    for name, kw in (("local_first", {"engine": "local"}), ("ray", {"engine": "ray"}),
                      ("local", {"engine": "local"}),
                      ("ray_cost_only", {"engine": "ray", "area": False, "accuracy": False}),
                      ("local_cost_only", {"engine": "local", "area": False, "accuracy": False})):
