@@ -94,7 +94,7 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path, space):
     assert _table(tmp_path / "s").equals(_table(tmp_path / "fresh"))
     # nothing left: a second resume computes nothing
     assert run_sweep(MODELS, space, tmp_path / "s", resume=True, area=False, accuracy=False).computed == {
-        "cost_points": 0, "area_configs": 0, "accuracy": 0, "plans": 0}
+        "cost_points": 0, "area_configs": 0, "yosys_runs": 0, "accuracy": 0, "plans": 0}
 
 
 def test_resume_refuses_another_space(tmp_path, space):
@@ -106,16 +106,22 @@ def test_resume_refuses_another_space(tmp_path, space):
 
 def test_area_is_cached_by_config_hash(tmp_path, monkeypatch):
     from hwprune import load_array
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path))
     rc = RtlConfig.of(load_array("os8x8").replace(rows=2, cols=2, slot_options=(4,)))
-    first = area_of(rc, ice40=False, fmax=False, cache=tmp_path)
+    first = area_of(rc, ice40=False, fmax=False)
     assert not first["cached"] and first["multipliers"] == 4 and first["cells"] > 100
-    assert (tmp_path / f"{rc.key}.json").is_file()
+    assert (tmp_path / "area" / f"{rc.key}.json").is_file()
 
     def no_yosys(*a, **k):
         raise AssertionError("yosys ran again")
     monkeypatch.setattr("hwprune.rtl.emit.synth_stats", no_yosys)
-    second = area_of(rc, ice40=False, fmax=False, cache=tmp_path)
+    second = area_of(rc, ice40=False, fmax=False)
     assert second["cached"] and second["cells"] == first["cells"]
+    # a sweep over that design takes its cells from the cache: one area task, no yosys run
+    sp = space_from_dict({"base": "os8x8", "array": {"rows": [2], "cols": [2], "n": [[4]]}})
+    res = run_sweep(MODELS, sp, tmp_path / "s", area=True, ice40=False, accuracy=False)
+    assert (res.computed["area_configs"], res.computed["yosys_runs"]) == (1, 0)
+    assert pq.read_table(tmp_path / "s" / "points.parquet").column("cells").to_pylist() == [first["cells"]]
     # a WS array of the same shape is costed as the dense OS array: the same RTL config
     assert RtlConfig.of(load_array("os8x8").replace(rows=2, cols=2, dataflow="ws")).key == rc.key
     assert RtlConfig.of(load_array("os8x8").replace(rows=2, cols=2)).key != rc.key

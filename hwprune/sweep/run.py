@@ -113,7 +113,7 @@ def area_task(rc: RtlConfig, ice40: bool, fmax: bool) -> dict[str, Any]:
     a = area_of(rc, ice40=ice40, fmax=fmax)
     keys = ("cells", "flip_flops", "multipliers", "ice40_lut4", "ice40_dff", "ice40_carry", "ice40_mac16",
             "fmax_mhz", "fmax_array_mhz", "fmax_controller_mhz")
-    return {"rtl": rc.key, **{k: a.get(k) for k in keys}}
+    return {"rtl": rc.key, **{k: a.get(k) for k in keys}, "from_cache": bool(a["cached"])}
 
 
 def accuracy_task(model: str, pattern: str, epochs: int) -> dict[str, Any]:
@@ -218,7 +218,8 @@ def run_sweep(models: Sequence[str], space: Space, out: str | Path, *, engine: s
                 "accuracy": accuracy, "search": {m: list(b) for m, b in budgets.items()}}
     _prepare(out, manifest, resume=resume, force=force)
     done = _done_keys(parts)
-    computed = {"cost_points": 0, "area_configs": 0, "accuracy": 0, "plans": 0}
+    # area_configs counts area tasks; yosys_runs those the disk cache could not answer
+    computed = {"cost_points": 0, "area_configs": 0, "yosys_runs": 0, "accuracy": 0, "plans": 0}
     skipped = {"cost_points": 0, "area_configs": 0, "accuracy": 0, "plans": 0}
     plans = _run_plans(models, budgets, space, parts, done, engine, address, computed, skipped, on_progress)
 
@@ -265,6 +266,8 @@ def run_sweep(models: Sequence[str], space: Space, out: str | Path, *, engine: s
         rows = result if isinstance(result, list) else [result]
         _write_part(parts / f"{task.name}.parquet", rows)
         computed[counts[task.kind]] += len(rows) if task.kind == "cost" else 1
+        if task.kind == "area" and not rows[0]["from_cache"]:
+            computed["yosys_runs"] += 1
         finished[task.kind] += 1
         if on_progress is not None:
             on_progress(task.kind, finished[task.kind], totals[task.kind])
