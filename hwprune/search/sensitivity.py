@@ -10,8 +10,9 @@ the batch-norm that reads them, as pruning does, so a removed channel outputs ex
 
 The *fisher* proxy needs no forward pass beyond the calibration batches: by optimal brain
 damage (LeCun et al. 1990), removing weights w_i of a trained model raises the loss by about
-½ Σ h_ii w_i², with the Hessian diagonal h_ii estimated by the empirical Fisher (the mean over
-calibration mini-batches of the squared gradient, as the ``hessian`` criterion does).  It
+½ Σ h_ii w_i², with the Hessian diagonal h_ii estimated by the diagonal empirical Fisher (the
+mean over the calibration samples of each sample's squared gradient, as the ``hessian``
+criterion does).  It
 predicts no accuracy change (None) and ignores biases and batch-norms.
 
 Measured results are cached on disk, one small JSON file per (layer, candidate), named by a
@@ -214,11 +215,12 @@ def measure_layer(model: nn.Module, data: WorkloadLike, target, mask: np.ndarray
     return Sensitivity(loss - baseline[0], acc - baseline[1])
 
 
-def fisher_layer(weight: torch.Tensor, grad_sq: torch.Tensor, batches: int, mask: np.ndarray,
+def fisher_layer(weight: torch.Tensor, fisher_sum: torch.Tensor, samples: int, mask: np.ndarray,
                  alive: np.ndarray | None = None) -> Sensitivity:
-    """OBD proxy ½ Σ_removed F_ii w_i² (module docstring); ``alive``: entries already pruned
-    before (they cost nothing to remove again)."""
-    fisher = grad_sq.double() / max(batches, 1)
+    """OBD proxy ½ Σ_removed F_ii w_i² (module docstring), F = ``fisher_sum / samples`` (the
+    calibration statistics' Σ of per-sample squared gradients); ``alive``: the entries still
+    present (those already pruned cost nothing to remove again)."""
+    fisher = fisher_sum.double() / max(samples, 1)
     saliency = (0.5 * fisher * weight.double().square()).numpy()
     removed = ~mask if alive is None else (~mask & alive)
     return Sensitivity(float(saliency[removed].sum()), None)

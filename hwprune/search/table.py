@@ -286,7 +286,7 @@ def build_table(model: nn.Module, data: WorkloadLike | str, array: str | ArrayCo
     grouped, rest = specs_by_layer(specs, layers)
     fixed = sum((candidate_cost([s], cfg, None, None) for s in rest), Cost(0, 0.0, 0))
 
-    needs = crit.needs | ({"grad"} if sensitivity == "fisher" else set())
+    needs = crit.needs | ({"fisher"} if sensitivity == "fisher" else set())
     # the same call, threads and seed as prune_model's scoring: the masks must come out identical
     stats = collect_stats(model, {n: targets[n] for n in layers}, task, frozenset(needs),
                           batches=calib_batches, seed=seed)
@@ -331,7 +331,7 @@ def build_table(model: nn.Module, data: WorkloadLike | str, array: str | ArrayCo
                 continue  # the model as given: no change by definition
             if sensitivity == "fisher":
                 st = stats[name]
-                s = fisher_layer(t.weight, st.grad_sq, st.batches, mask, alive)
+                s = fisher_layer(t.weight, st.fisher, st.samples, mask, alive)
                 loss[i, j] = s.loss
                 continue
             key = SensitivityCache.key(model=mhash, task=tfp, criterion=crit.name, seed=seed,
