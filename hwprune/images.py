@@ -123,19 +123,22 @@ class MemoryLayout:
             raise ExportError(f"{self.name}: values of shape {v.shape} do not match "
                               f"(words, {self.repeat}, {len(self.fields)})")
         n = v.shape[0]
-        planes = []
-        for e in range(self.repeat):
-            for i, f in enumerate(self.fields):
-                if f.bits == 0:
-                    continue
-                col = v[:, e, i]
-                lo, hi = (-(1 << (f.bits - 1)), (1 << (f.bits - 1))) if f.signed else (0, 1 << f.bits)
-                if col.size and (col.min() < lo or col.max() >= hi):
-                    raise ExportError(f"{self.name}.{f.name}: value out of range for {f.bits} bits")
-                planes.append(((col[:, None] >> np.arange(f.bits, dtype=np.int64)) & 1).astype(np.uint8))
-        if not planes or n == 0:
+        live = [(e, i, f) for e in range(self.repeat) for i, f in enumerate(self.fields) if f.bits]
+        for f_i, f in enumerate(self.fields):
+            col = v[:, :, f_i]
+            lo, hi = (-(1 << (f.bits - 1)), (1 << (f.bits - 1))) if f.signed else (0, 1 << f.bits)
+            if f.bits and col.size and (col.min() < lo or col.max() >= hi):
+                raise ExportError(f"{self.name}.{f.name}: value out of range for {f.bits} bits")
+        if not live or n == 0:
             return [0] * n
-        raw = np.packbits(np.concatenate(planes, axis=1), axis=1, bitorder="little")
+        if all(f.bits in (8, 16, 32, 64) for _, _, f in live):
+            # every field a whole number of bytes: the word is the fields' little-endian bytes
+            raw = np.concatenate([v[:, e, i].astype(f"<i{f.bits // 8}").view(np.uint8).reshape(n, -1)
+                                  for e, i, f in live], axis=1)
+        else:
+            planes = [((v[:, e, i][:, None] >> np.arange(f.bits, dtype=np.int64)) & 1).astype(np.uint8)
+                      for e, i, f in live]
+            raw = np.packbits(np.concatenate(planes, axis=1), axis=1, bitorder="little")
         data, step = raw.tobytes(), raw.shape[1]
         return [int.from_bytes(data[k * step:(k + 1) * step], "little") for k in range(n)]
 
