@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -504,3 +505,22 @@ def test_wrapping_array_opts_in_and_sim_counts_wraps(tmp_path):
     x[0] = 0                                       # row 0 sums to 0: not wrapped
     res = simulate(layer, w, x, None, loose, backend="amaranth")
     assert res.bit_exact and res.wrapped == 6     # rows 1, 2 × 3 columns: 64 · 2^14 = 2^20
+
+
+# -- the library refuses the same values (the CLI is not the only gate) ----------------------------
+
+@pytest.mark.parametrize("changes, named", [
+    ({"rows": 0}, "rows"), ({"cols": -2}, "cols"), ({"group_size": 0}, "group_size"),
+    ({"acc_bits": 12}, "12"), ({"clock_mhz": float("nan")}, "clock_mhz"),
+    ({"slot_options": (1, 8)}, "slot_options"), ({"slot_options": (1, 2)}, "dense issue width"),
+    ({"dataflow": "xyz"}, "'xyz'"), ({"allow_accumulator_wrap": 1}, "allow_accumulator_wrap"),
+])
+def test_array_config_validates_direct_construction(changes, named):
+    from dataclasses import replace
+
+    from hwprune.config import ArrayConfig
+    from hwprune.errors import ConfigError
+
+    base = ArrayConfig(name="x", rows=4, cols=4)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        replace(base, **changes)
