@@ -23,6 +23,8 @@ which ``hwprune estimate`` uses.
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,8 +199,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not p.is_file():
         raise ExportError(f"{p}: no such checkpoint file")
     try:
-        data = torch.load(p, weights_only=True, map_location="cpu")
-    except Exception as exc:  # pickle, zip and torch errors all mean: not a file we can trust
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: we refuse them below
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(p, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise ExportError(f"{p}: not a readable hwprune checkpoint (it holds pickled objects that "
+                          "weights_only=True refuses to load)") from None
+    except Exception as exc:  # zip and torch errors also mean: not a file we can trust
         raise ExportError(f"{p}: not a readable hwprune checkpoint ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -380,8 +381,11 @@ def test_bad_input(case, bad_dir, monkeypatch, capsys):
     argv, expected = CASES[case]
     monkeypatch.chdir(bad_dir)
     before = _snapshot(bad_dir)
-    code = main(list(argv))
+    with warnings.catch_warnings(record=True) as caught:  # a warning would be a second stderr line
+        warnings.simplefilter("always")
+        code = main(list(argv))
     out, err = capsys.readouterr()
+    assert not caught, [str(w.message) for w in caught]
     lines = err.strip("\n").split("\n")
     assert code == 2, (code, err)
     assert len(lines) == 1 and lines[0].startswith("hwprune: error: "), err
