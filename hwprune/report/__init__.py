@@ -65,7 +65,7 @@ header{background:#123a5e;color:#fff;padding:18px 32px}header h1{margin:0 0 4px;
 header p{margin:0;opacity:.85}main{padding:8px 32px 40px;max-width:1200px}
 section{background:#fff;border:1px solid #ddd;border-radius:6px;margin:16px 0;padding:12px 20px}
 h2{font-size:17px;margin:6px 0 10px;color:#123a5e}table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{border-bottom:1px solid #e4e4e4;padding:3px 10px;text-align:right}th{background:#f0f3f7}
+th,td{border-bottom:1px solid #e4e4e4;padding:3px 10px;text-align:right}th{background:#f0f3f7;white-space:nowrap}
 td:first-child,th:first-child,td.t,th.t{text-align:left}.ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;font-weight:600}
 .na{color:#8a6d00}.note{color:#555;font-size:13px}.grid{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
 img{max-width:100%}code{font-size:12px}
@@ -176,7 +176,9 @@ def _array(s: Mapping[str, Any]) -> str:
                                            f"{mem['out_sram_kib']:g} KiB")],
             ["bandwidth (SRAM / DRAM)", f"{mem['sram_bytes_per_cycle']:g} / {mem['dram_bytes_per_cycle']:g} B/cycle"]]
     designs = (s.get("rtl") or {}).get("designs", [])
-    diagram = plots.block_diagram(a, sorted({d["slots"] for d in designs}) or [sp["m"]])
+    # N of every pattern the designs serve (one sparse design can serve several: 1:4 and 2:4)
+    served = {int(p.split(":")[0]) if ":" in p else sp["m"] for d in designs for p in d["pattern"].split(", ")}
+    diagram = plots.block_diagram(a, sorted(served) or [sp["m"]])
     return f'<div class="grid"><div>{_table(["parameter", "value"], rows)}</div><div>{_img(diagram, "block diagram")}</div></div>'
 
 
