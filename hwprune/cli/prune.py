@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="oneshot, iterative (STEPS prune→fine-tune rounds) or agp (Zhu & Gupta cubic)")
     p.add_argument("--steps", type=positive_int, default=None, help="rounds (iterative) or pruning events (agp); default 4")
     p.add_argument("--finetune-epochs", type=nonnegative_int, default=None,
-                   help="total fine-tuning epochs shared by all rounds (default: task epochs / 4)")
+                   help="total fine-tuning epochs shared by all rounds (default: task epochs / 4, or --data's)")
     p.add_argument("--train-epochs", type=positive_int, default=None, help="epochs of the baseline training of a task")
     p.add_argument("--row-floor", type=nonnegative_int, default=1, metavar="N",
                    help="unstructured patterns keep at least N weights in every output row (default 1; 0: off)")

@@ -4,6 +4,11 @@ Criteria (:mod:`.criteria`) score every weight of a layer as an N×K matrix; pat
 (:mod:`hwprune.patterns`) turn scores into masks; :class:`.method.PatternPruning` applies them
 through ``torch.nn.utils.prune``; schedules (:mod:`.schedules`) decide when; plans (:mod:`.plan`)
 give each layer its own pattern; :func:`.shrink.shrink_channels` removes pruned channels.
+
+:func:`.engine.prune_model` prunes and fine-tunes on any workload (a built-in task or a user's
+``hwprune.Workload`` of DataLoaders, loss and metric); :class:`.gradual.GradualPruner` prunes
+inside the user's own training loop (``pruner.step()`` after each optimizer step).  Pruning
+composes: a second pattern only removes weights (new mask = old AND new).
 """
 
 from .criteria import (CRITERIA, Criterion, LayerContext, LayerStats, criterion_names, get_criterion,
