@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import ArrayConfig, load_array
-from .errors import ConfigError, ExportError, UnsupportedLayerError
+from .errors import ConfigError, ExportError, VerificationError
 from .io import write_text
 
 __all__ = ["STAGES", "DemoEvents", "DemoOptions", "StageRecord", "run_demo"]
@@ -313,109 +311,40 @@ def _rtl(run: _Run) -> str:
             + (f"; {cells}" if cells else " (yosys skipped)"))
 
 
-def _chunk_images(run: _Run, layer: Any, images: int, pattern: Any) -> int:
-    """The most whole images of ``layer`` (a :class:`hwprune.quant.LayerRun`) whose operands
-    fit the array's memories at once, by bisection (the image writer checks the sizes before
-    packing, so a probe that does not fit costs little)."""
-    from .images import build_images
-
-    q = run.objects["qmodel"].layer(layer.name)
-    rows = layer.acts.shape[1] // images
-
-    def fits(n: int) -> bool:
-        try:
-            build_images(q.spec(n), layer.weights, layer.acts[:, : n * rows], run.array, pattern)
-        except UnsupportedLayerError:
-            return False
-        return True
-
-    if fits(images):
-        return images
-    lo, hi = 0, images                                       # lo fits (0: vacuously), hi does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    if lo == 0:
-        raise UnsupportedLayerError(f"{layer.name}: one image does not fit the memories of {run.array.name}")
-    return lo
-
-
-def _sim_layer(run: _Run, layer: Any, images: int) -> tuple[Any, Any]:
-    """Simulate one layer of the integer reference in chunks of whole images that fit the array's
-    memories.  ``layer`` is a :class:`hwprune.quant.LayerRun`.  Returns ``((outputs like
-    layer.acc, cycles, predicted cycles, runs, images per chunk), None)``, or ``(None, result)``
-    with the first chunk's :class:`~hwprune.sim.SimResult` that is not exact."""
-    from .patterns import NM
-    from .sim import simulate
-
-    q = run.objects["qmodel"].layer(layer.name)
-    pattern = layer.pattern if isinstance(layer.pattern, NM) else None
-    rows = layer.acts.shape[1] // images                     # im2col rows per image
-    chunk = _chunk_images(run, layer, images, pattern)
-    outs, cycles, predicted, runs = [], 0, 0, 0
-    for start in range(0, images, chunk):
-        n = min(chunk, images - start)
-        sl = slice(start * rows, (start + n) * rows)
-        res = simulate(q.spec(n), layer.weights, layer.acts[:, sl], pattern, run.array, verify=False)
-        if not (res.bit_exact and res.cycle_exact):
-            return None, res
-        outs.append(res.outputs_int32.astype(np.int64))
-        cycles += res.cycles
-        predicted += res.predicted_cycles
-        runs += 1
-    return (np.concatenate(outs, axis=1), cycles, predicted, runs, chunk), None
-
-
 def _simulate(run: _Run) -> str:
-    from .images import wrap
+    from .sim import run_model
 
     task, qmodel = run.objects["task"], run.objects["qmodel"]
     x, y = task.test.inputs[0], task.test.targets.numpy()
     n = len(y) if run.options.images is None else min(run.options.images, len(y))
     x, y = x[:n], y[:n]
-    ref = qmodel.run(qmodel.quantize_input(x))
-    run.events.start("simulate", len(ref.layers))
-    rows, sim_acc = [], {}
-    for layer in ref.layers:
-        done, failed = _sim_layer(run, layer, n)
-        if failed is not None:
-            rows.append({"layer": layer.name, "pattern": failed.pattern, "M": layer.spec.M, "K": layer.spec.K,
-                         "N": layer.spec.N, "cycles": failed.cycles, "predicted_cycles": failed.predicted_cycles,
-                         "cycle_exact": failed.cycle_exact, "bit_exact": failed.bit_exact, "chunks": None})
-            run.events.advance()
-            continue
-        out, cycles, predicted, chunks, per_chunk = done
-        sim_acc[layer.name] = out
-        rows.append({"layer": layer.name, "pattern": str(layer.pattern or "dense"), "M": layer.spec.M,
-                     "K": layer.spec.K, "N": layer.spec.N, "cycles": cycles, "predicted_cycles": predicted,
-                     "cycle_exact": cycles == predicted,
-                     "bit_exact": bool(np.array_equal(out, layer.acc)), "chunks": chunks,
-                     "images_per_chunk": per_chunk})
-        run.events.advance()
-    last = qmodel.layers[-1]
-    logits_ok = False
-    if last.name in sim_acc:
-        # the model's output is the last layer's int32 accumulators plus bias (quant's definition)
-        out_int = wrap(sim_acc[last.name][0] + last.bias.reshape(1, -1), qmodel.acc_bits)
-        logits_ok = bool(np.array_equal(out_int, ref.output))
-        rtl_acc = float((out_int.argmax(axis=1) == y).mean())
-    ref_acc = float((ref.output.argmax(axis=1) == y).mean())
-    exact = all(r["bit_exact"] and r["cycle_exact"] for r in rows)
-    run.summary["accuracy"]["rtl"] = rtl_acc if last.name in sim_acc else None
+    run.events.start("simulate", len(qmodel.layers))
+    try:
+        # every conv/linear layer on Verilator, fed the previous simulated layer's requantized
+        # outputs; each layer (or row chunk that fits the memories) checked bit- and cycle-exact
+        result = run_model(qmodel, qmodel.quantize_input(x), run.array, verify=False,
+                           on_layer=lambda _: run.events.advance())
+    except VerificationError as exc:
+        raise _Failed(f"simulated RTL disagrees with the integer reference or the cost model: {exc}") from None
+    rows = [{"layer": r.name, "pattern": str(qmodel.layer(r.name).pattern or "dense"), "M": r.M, "K": r.K,
+             "N": r.N, "cycles": r.cycles, "predicted_cycles": r.predicted_cycles,
+             "cycle_exact": r.cycles == r.predicted_cycles, "bit_exact": True, "chunks": r.chunks}
+            for r in result.layers]
+    rtl_acc = float((result.outputs.argmax(axis=1) == y).mean())
+    ref_acc = float((result.reference.argmax(axis=1) == y).mean())
+    run.summary["accuracy"]["rtl"] = rtl_acc
     run.summary["accuracy"]["int8_on_simulated_images"] = ref_acc
     run.summary["simulation"] = {
-        "mode": f"every conv/linear layer of the int8 model on Verilator over {n} test images, each fed "
-                "the integer reference's own int8 operands for that layer (in chunks of whole images "
-                "that fit the memories); the accuracy comes from the simulated last layer's "
-                "accumulators. Every layer bit-exact makes the chained run identical",
-        "images": n, "layers": rows, "logits_bit_exact": logits_ok,
-        "all_bit_exact": all(r["bit_exact"] for r in rows),
-        "all_cycle_exact": all(r["cycle_exact"] for r in rows)}
-    if not exact:
-        bad = ", ".join(r["layer"] for r in rows if not (r["bit_exact"] and r["cycle_exact"]))
-        raise _Failed(f"simulated RTL disagrees with the integer reference or the cost model on {bad}")
-    return (f"{len(rows)} layers × {n} images on Verilator, bit-exact and cycle-exact; logits bit-exact "
-            f"{_yn(logits_ok)}; RTL accuracy {rtl_acc:.2%} == integer reference {ref_acc:.2%}")
+        "mode": f"the int8 model on Verilator over {n} test images: every conv/linear layer on the "
+                "simulated array, fed the previous simulated layer's outputs requantized on the host "
+                "(hwprune.sim.run_model); the accuracy comes from the simulated logits",
+        "images": n, "layers": rows, "logits_bit_exact": result.bit_exact,
+        "all_bit_exact": result.bit_exact, "all_cycle_exact": all(r["cycle_exact"] for r in rows)}
+    if not (result.bit_exact and all(r["cycle_exact"] for r in rows)):
+        bad = [r["layer"] for r in rows if not r["cycle_exact"]] or ["the logits"]
+        raise _Failed(f"simulated RTL disagrees with the integer reference or the cost model on {', '.join(bad)}")
+    return (f"{len(rows)} layers × {n} images chained on Verilator, bit-exact and cycle-exact; "
+            f"RTL accuracy {rtl_acc:.2%} == integer reference {ref_acc:.2%}")
 
 
 def _yn(flag: bool) -> str:

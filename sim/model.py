@@ -12,6 +12,7 @@ prediction; the cost model itself does not split layers into passes yet.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,9 +99,13 @@ def _layer_on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, patter
 
 
 def run_model(qmodel, x_int: np.ndarray, array: ArrayConfig | str, *, backend: str = "verilator",
-              verify: bool = True) -> ModelRun:
+              verify: bool = True, on_layer: Callable[[LayerOnRtl], None] | None = None) -> ModelRun:
     """Run ``qmodel`` (a :class:`hwprune.quant.QuantModel`) on integer inputs ``x_int`` (batch
     first, from ``qmodel.quantize_input``) with every conv/linear layer on the simulated array.
+
+    Each layer's operands are the previous *simulated* layer's outputs, requantized on the host;
+    every layer is checked bit- and cycle-exact as it runs.  ``on_layer`` is called with each
+    finished layer (for progress bars).
 
     Raises
     ------
@@ -119,6 +124,8 @@ def run_model(qmodel, x_int: np.ndarray, array: ArrayConfig | str, *, backend: s
         q = qmodel.layer(name)
         acc, info = _layer_on_rtl(q.spec(batch), q.weight, acts, q.pattern, array, backend)
         layers.append(info)
+        if on_layer is not None:
+            on_layer(info)
         nxt = qmodel.next_activations(name, acc, batch)
         if nxt is None:
             out = qmodel.finish(q, acc, batch)             # the last layer's acc + bias is the output
