@@ -25,7 +25,8 @@ from .errors import ConfigError, UserCodeError
 from .userland import call, is_import_path
 from .workload import WorkloadLike, workload_from
 
-__all__ = ["build_model", "example_inputs", "parse_shape", "load_workload", "user_layers", "DTYPES"]
+__all__ = ["build_model", "example_inputs", "parse_shape", "load_workload", "checkpoint_workload",
+           "user_layers", "DTYPES"]
 
 #: ``--input-dtype`` names
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "int32": torch.int32}
@@ -97,3 +98,15 @@ def load_workload(path: str, **overrides: Any) -> WorkloadLike:
     if not is_import_path(path):
         raise ConfigError(f"--data must be an import path 'package.module:make_loaders', not {path!r}")
     return workload_from(call(path, what="data loaders"), source=path, **overrides)
+
+
+def checkpoint_workload(ckpt: Any, source: object, data: str | None = None) -> WorkloadLike:
+    """The data a checkpoint is fine-tuned, calibrated or run on: the user's loaders at ``data``
+    (``pkg.mod:make_loaders``) when given, else the built-in task it records."""
+    if data is not None:
+        return load_workload(data)
+    if ckpt.task is None:
+        raise ConfigError(f"{source}: the checkpoint records no built-in task; give --data pkg.mod:make_loaders")
+    from .tasks import load_task
+
+    return load_task(ckpt.task)

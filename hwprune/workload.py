@@ -51,7 +51,7 @@ from .errors import ConfigError, HwPruneError, UserCodeError
 from .userland import import_path_of, one_line
 
 __all__ = ["Batch", "WorkloadLike", "Workload", "as_workload", "workload_from", "evaluate",
-           "check_workload", "accuracy", "default_output", "SPLITS"]
+           "check_workload", "accuracy", "default_output", "first_examples", "SPLITS"]
 
 #: split names a workload answers for
 SPLITS = ("train", "val", "test")
@@ -108,6 +108,28 @@ class WorkloadLike(Protocol):
 
     def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Positional inputs of one forward pass with ``batch`` examples."""
+
+
+def first_examples(data: WorkloadLike, n: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` examples of ``split`` as (first positional input, targets), in loader order.
+
+    For single-input models (what the integer reference and the RTL run take); fewer than ``n``
+    when the split is smaller.
+    """
+    xs, ys, have = [], [], 0
+    for batch in data.eval_batches(split):
+        if have >= n:
+            break
+        if len(batch.inputs) != 1 or batch.kwargs or batch.index is not None:
+            raise ConfigError(f"{data.name}: integer inference takes one input tensor per batch, "
+                              f"not {len(batch.inputs)} inputs{' and keyword inputs' if batch.kwargs else ''}")
+        take = min(n - have, len(batch))
+        xs.append(batch.inputs[0][:take])
+        ys.append(batch.targets[:take])
+        have += take
+    if not xs:
+        raise ConfigError(f"{data.name}: the {split} split yields no examples")
+    return torch.cat(xs), torch.cat(ys)
 
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:

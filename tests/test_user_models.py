@@ -284,3 +284,37 @@ def test_a_checkpoint_whose_factory_is_gone_is_refused_in_one_line(tmp_path):
     msg = str(info.value)
     assert "cannot rebuild the model" in msg and "gone_module_xyz" in msg and "\n" not in msg
     assert main(["estimate", str(path)]) == 2
+
+
+# -- export --data and sim --model-run --data: the user's loaders, not the checkpoint's task ------
+
+_CALLS: list[str] = []
+
+
+def counted_loaders():
+    """make_loaders() that records each call, so the test sees the CLI used the user's data."""
+    _CALLS.append("loaders")
+    return make_loaders()
+
+
+def test_export_and_model_run_take_user_loaders(tmp_path, capsys):
+    ckpt = tmp_path / "cnn.pt"
+    assert main(["prune", "digits_cnn", "--pattern", "2:4", "--train-epochs", "2", "--finetune-epochs", "0",
+                 "--out", str(ckpt), "--json"]) == 0
+    capsys.readouterr()
+    _CALLS.clear()
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt), "--array", "os8x8", "--out", str(out), "--formats", "hex",
+                 "--data", f"{MODULE}:counted_loaders", "--json"]) == 0
+    capsys.readouterr()
+    assert _CALLS == ["loaders"] and (out / "manifest.json").is_file()
+    assert main(["sim", str(ckpt), "--model-run", "--images", "8", "--array", "os8x8",
+                 "--data", f"{MODULE}:counted_loaders", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert _CALLS == ["loaders", "loaders"]
+    assert run["images"] == 8 and run["bit_exact"] and run["cycles"] == run["predicted_cycles"]
+    # the user's loaders must be importable: a wrong path is one line, exit 2
+    assert main(["export", str(ckpt), "--array", "os8x8", "--out", str(tmp_path / "e2"),
+                 "--data", f"{MODULE}:no_such_loaders"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_such_loaders" in err[0]

@@ -35,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--formats", default=",".join(ALL_FORMATS),
                    help=f"comma-separated subset of {','.join(ALL_FORMATS)} (default: all)")
     p.add_argument("--calib", type=int, default=256, metavar="N",
-                   help="calibration examples from the checkpoint's task (default 256)")
+                   help="calibration examples from the checkpoint's task or --data (default 256)")
+    p.add_argument("--data", metavar="PKG.MOD:MAKE_LOADERS",
+                   help="calibrate on your own data: make_loaders() returns train/val loaders "
+                        "(and optionally a loss and metric); default: the checkpoint's built-in task")
     p.add_argument("--calibration", choices=("percentile", "minmax"), default="percentile",
                    help="activation range: percentile (99.99 %% of |x|, default) or minmax")
     p.add_argument("--qat-epochs", type=int, default=0, metavar="E",
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ExportError
     from ..export import ALL_FORMATS, export_model, largest_batch
     from ..quant import qat_quantize, quantize
-    from ..tasks import load_task
+    from ..usermodel import checkpoint_workload
+    from ..workload import first_examples
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = [f for f in formats if f not in ALL_FORMATS]
@@ -100,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise ExportError(f"{out} exists; pass --force to overwrite it")
     array = load_array(args.array)
     ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.task is None:
-        raise ConfigError(f"{args.checkpoint}: the checkpoint records no built-in task to calibrate "
-                          "on; use hwprune.quant.quantize(model, data) from Python")
-    task = load_task(ckpt.task)
+    task = checkpoint_workload(ckpt, args.checkpoint, args.data)
     if args.qat_epochs:
         q = qat_quantize(ckpt.model, task, epochs=args.qat_epochs, calib=args.calib,
                          calibration=args.calibration, array=array, patterns=ckpt.patterns)
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         q = quantize(ckpt.model, task, calib=args.calib, calibration=args.calibration, array=array,
                      patterns=ckpt.patterns)
     size = args.batch if args.batch is not None else largest_batch(q, array, 8)
-    batch = task.example_inputs(size)[0]
+    batch = first_examples(task, size)[0]
     result = export_model(ckpt.model, q, batch, array, out, formats=formats, patterns=ckpt.patterns,
                           source=str(args.checkpoint), force=args.force)
     rows = _rows(result, array)

@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "images and compare the logits with the integer reference (hwprune.quant)")
     s.add_argument("--images", type=positive_int, default=64, metavar="N",
                    help="with --model-run: test images, folded into M (default 64)")
+    s.add_argument("--data", metavar="PKG.MOD:MAKE_LOADERS",
+                   help="with --model-run: calibrate and run on your own loaders (their test or val "
+                        "split) instead of the checkpoint's built-in task")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=run_sim)
 
@@ -188,20 +191,20 @@ def _run_model_on_rtl(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..quant import quantize
     from ..sim.model import run_model
-    from ..tasks import load_task
+    from ..usermodel import checkpoint_workload
+    from ..workload import first_examples
 
     for flag, value in (("--layer", args.layer), ("--vcd", args.vcd)):
         if value is not None:
             raise ConfigError(f"{flag} cannot be used with --model-run (it runs every layer)")
     array = load_array(args.array)
     ckpt = load_checkpoint(args.model)
-    if ckpt.task is None:
-        raise ConfigError(f"{args.model}: the checkpoint records no built-in task to run on")
-    task = load_task(ckpt.task)
+    task = checkpoint_workload(ckpt, args.model, args.data)
     q = quantize(ckpt.model, task, array=array, patterns=ckpt.patterns)
-    n = min(args.images, len(task.test))
-    x = q.quantize_input(task.test.inputs[0][:n])
-    targets = task.test.targets[:n].numpy()
+    images, labels = first_examples(task, args.images)
+    n = len(labels)
+    x = q.quantize_input(images)
+    targets = labels.numpy()
     res = run_model(q, x, array, backend=args.backend, verify=False)
     ok = res.bit_exact and res.cycles == res.predicted_cycles
     summary = {"checkpoint": str(args.model), "array": array.name, "backend": args.backend, "images": n,

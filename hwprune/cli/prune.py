@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from ..prune import compose_patterns, prunable_layers, prune_model, shrink_channels
     from ..tasks import load_task
     from ..train import clone_model, evaluate, train_task
-    from ..usermodel import build_model, load_workload
+    from ..usermodel import build_model, checkpoint_workload, load_workload
     from ..userland import is_import_path
 
     plan = validate(args)
@@ -152,12 +152,7 @@ def run(args: argparse.Namespace) -> int:
         arch, arch_kwargs, prior = args.source, {}, {}
     elif source.suffix.lower() in (".pt", ".pth") or source.is_file():
         ckpt = load_checkpoint(source)
-        if args.data is not None:
-            task = load_workload(args.data)
-        elif ckpt.task is None:
-            raise ConfigError(f"{source}: checkpoint records no built-in task to fine-tune on; give --data")
-        else:
-            task = load_task(ckpt.task)
+        task = checkpoint_workload(ckpt, source, args.data)
         _check_budget(args, task)
         model, arch, arch_kwargs = ckpt.model, ckpt.arch, ckpt.arch_kwargs
         prior = dict(ckpt.patterns)

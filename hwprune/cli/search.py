@@ -97,6 +97,7 @@ def load_source(args: argparse.Namespace, *, progress: bool):
     from ..errors import ConfigError
     from ..tasks import load_task
     from ..train import train_task
+    from ..usermodel import checkpoint_workload
     from ..userland import call, is_import_path
     from ..workload import check_workload, workload_from
 
@@ -110,9 +111,7 @@ def load_source(args: argparse.Namespace, *, progress: bool):
             raise ConfigError(f"{args.source} returned a {type(model).__name__}, not a torch.nn.Module")
     elif source.suffix.lower() in (".pt", ".pth") or source.is_file():
         ckpt = load_checkpoint(source)
-        if ckpt.task is None and data is None:
-            raise ConfigError(f"{source}: checkpoint records no built-in task; give --data PKG.MOD:FUNC")
-        model, data = ckpt.model, data or load_task(ckpt.task)
+        model, data = ckpt.model, data or checkpoint_workload(ckpt, source)
     else:
         task = load_task(args.source)
         data = data or task
