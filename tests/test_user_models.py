@@ -318,3 +318,19 @@ def test_export_and_model_run_take_user_loaders(tmp_path, capsys):
                  "--data", f"{MODULE}:no_such_loaders"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no_such_loaders" in err[0]
+
+
+def test_estimate_checkpoint_batch(tmp_path, capsys):
+    """A checkpoint is costed with its recorded example input (batch 1) unless --batch says more."""
+    ckpt = tmp_path / "mlp.pt"
+    assert main(["prune", "lenet300100", "--pattern", "2:4", "--train-epochs", "1", "--finetune-epochs", "0",
+                 "--out", str(ckpt), "--json"]) == 0
+    capsys.readouterr()
+    rows = {}
+    for batch in (1, 4):
+        assert main(["estimate", str(ckpt), "--array", "os8x8", "--batch", str(batch), "--json"]) == 0
+        rows[batch] = {r["name"]: r["M"] for r in json.loads(capsys.readouterr().out)["layers"]}
+    assert rows[1] and all(rows[4][name] == 4 * m for name, m in rows[1].items())
+    assert main(["estimate", "resnet18", "--batch", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch 4" in err[0]

@@ -8,6 +8,7 @@ import json
 from ..config import load_array, preset_names
 from ..cost import ModelCost, estimate_model
 from ..patterns import PATTERN_SYNTAX, Dense, parse_pattern
+from .args import positive_int
 
 PATTERN_HELP = (f"sparsity pattern applied to every weight layer: {PATTERN_SYNTAX}. Default: each "
                 "layer's own (a CSV Sparsity column, a pruned checkpoint), else dense")
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pkg.mod:make_model only: the shape of the example input (zeros)")
     p.add_argument("--input-dtype", default="float32", choices=("float32", "float64", "int64", "int32"),
                    help="dtype of the --input-shape tensor (int64 for token ids); default float32")
+    p.add_argument("--batch", type=positive_int, default=1, metavar="N",
+                   help="checkpoints only: cost N examples at once (the recorded example input, "
+                        "batch 1, repeated; default 1)")
     p.add_argument("--example", default=None, metavar="pkg.mod:example_inputs",
                    help="pkg.mod:make_model only: a function returning the example input tensor(s)")
     p.add_argument("--array", default=None, metavar="PRESET|FILE.toml",
@@ -83,11 +87,14 @@ def _user_or_file(args: argparse.Namespace) -> list:
     from ..userland import is_import_path
 
     if is_import_path(args.model) and not Path(args.model).exists():
+        if args.batch != 1:
+            raise ConfigError(f"--batch {args.batch} applies to checkpoints; give a user model's batch "
+                              "in --input-shape or --example")
         return user_layers(args.model, input_shape=args.input_shape, example=args.example,
                            dtype=args.input_dtype)
     if args.input_shape is not None or args.example is not None:
         raise ConfigError(f"--input-shape and --example apply to a model given by import path, not {args.model!r}")
-    return load_model(args.model)
+    return load_model(args.model, batch=args.batch)
 
 
 def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:

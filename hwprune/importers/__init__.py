@@ -23,11 +23,12 @@ SUFFIXES = {".onnx": "ONNX model", ".csv": "SCALE-Sim topology", ".pt": "hwprune
             ".pth": "hwprune checkpoint"}
 
 
-def load_model(text: str | os.PathLike) -> list[LayerSpec]:
+def load_model(text: str | os.PathLike, *, batch: int = 1) -> list[LayerSpec]:
     """The layers of a zoo model name, an ``.onnx`` file, a SCALE-Sim ``.csv`` or a ``.pt`` checkpoint.
 
     A checkpoint's recorded sparsity patterns are attached to its layers
-    (:attr:`LayerSpec.sparsity`).
+    (:attr:`LayerSpec.sparsity`); it is costed with the example inputs it recorded (batch 1),
+    repeated to ``batch`` examples.  Other sources have their own shapes: ``batch`` must be 1.
 
     Raises
     ------
@@ -44,13 +45,18 @@ def load_model(text: str | os.PathLike) -> list[LayerSpec]:
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError(f"a model must be a zoo name or a file path, not {text!r}")
     raw = raw.strip()
-    specs = _load(raw)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch must be a positive integer, not {batch!r}")
+    if batch != 1 and Path(raw).suffix.lower() not in (".pt", ".pth"):
+        raise ConfigError(f"--batch {batch}: only a checkpoint's example inputs can be batched; "
+                          f"{raw!r} has its own shapes")
+    specs = _load(raw, batch)
     if not specs:
         raise ConfigError(f"{raw}: no GEMM-shaped layers (Conv, Gemm, MatMul, Linear) to map")
     return specs
 
 
-def _load(raw: str) -> list[LayerSpec]:
+def _load(raw: str, batch: int = 1) -> list[LayerSpec]:
     from .. import zoo
 
     if raw in zoo.names():
@@ -67,7 +73,8 @@ def _load(raw: str) -> list[LayerSpec]:
 
         ckpt = load_checkpoint(raw)
         patterns = dict(getattr(ckpt, "patterns", None) or {})
-        specs = from_torch(ckpt.model, ckpt.example_inputs)
+        inputs = tuple(t.repeat(batch, *[1] * (t.dim() - 1)) for t in ckpt.example_inputs)
+        specs = from_torch(ckpt.model, inputs)
         return [s.with_sparsity(patterns[s.name]) if s.name in patterns else s for s in specs]
     accepted = ", ".join(f"{k} ({v})" for k, v in SUFFIXES.items())
     raise ConfigError(f"unknown model {raw!r}: expected a zoo name ({', '.join(zoo.names())}) "
