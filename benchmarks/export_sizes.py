@@ -16,7 +16,6 @@ Prints JSON (stdout); ``--out FILE`` also writes it atomically.  Figures, not as
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import torch
 from hwprune.config import load_array
 from hwprune.export import export_float_onnx, export_qdq_onnx, run_onnx
 from hwprune.export.sizes import layer_weight_bytes
-from hwprune.io import write_text
+from hwprune.io import print_json
 from hwprune.prune import prune_model
 from hwprune.quant import evaluate_int, qat_quantize, quantize
 from hwprune.tasks import load_task
@@ -120,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "export_sizes", "task": "digits_cnn", "array": array.name, "seed": args.seed,
            "format_bound": {"2:4": 0.625, "1:4": 0.3125}, "results": results,
            "qat_where_ptq_loses": qat}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        write_text(args.out, text + "\n", force=True)
+    print_json(out, args.out, force=True)
     return 0
 
 

@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 
-from hwprune.io import write_text
+from hwprune.io import print_json
 from hwprune.metrics import hardware_cost
 from hwprune.prune import prune_model, shrink_channels
 from hwprune.tasks import load_task
@@ -182,12 +182,9 @@ def task_report(name, baselines, rows, criteria):
 
 
 def emit(report, args) -> int:
-    text = json.dumps(report, indent=2)
-    print(text)
+    print_json(report, args.out, force=args.force)
     if args.table:
         print(markdown(report), file=sys.stderr)
-    if args.out:
-        write_text(args.out, text + "\n", force=args.force)
     return 0
 
 

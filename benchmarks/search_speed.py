@@ -18,7 +18,6 @@ Prints JSON (stdout); ``--out FILE`` also writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ import time
 import numpy as np
 
 from hwprune.config import load_array
-from hwprune.io import write_text
+from hwprune.io import print_json
 from hwprune.patterns import Channel
 from hwprune.search import (Budget, Cost, SearchTable, candidate_cost, default_candidates, pareto, solve_exact,
                             solve_greedy)
@@ -112,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "dense_cycles": table.reference.cycles, "table_build_seconds": round(build, 1), "solves": solves,
         "pareto_16_budgets_seconds": round(time.perf_counter() - t0, 3), "pareto_points": len(front.exact),
         "target_seconds": 1.0}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        write_text(args.out, text + "\n", force=True)
+    print_json(report, args.out, force=True)
     return 0
 
 

@@ -24,12 +24,11 @@ targets are reported per budget, losses included.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
-from hwprune.io import write_text
+from hwprune.io import print_json
 from hwprune.metrics import hardware_cost
 from hwprune.prune import prune_model
 from hwprune.search import Budget, build_table, make_plan, solve_exact, solve_greedy, uniform_selection
@@ -167,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "search_vs_uniform", "array": args.array, "criterion": args.criterion,
               "objectives": args.objectives, "seeds": args.seeds, "tasks": results,
               "seconds": round(time.perf_counter() - t0, 1)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        write_text(args.out, text + "\n", force=True)
+    print_json(report, args.out, force=True)
     return 0
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from .errors import ExportError
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_with", "check_writable",
+__all__ = ["atomic_path", "write_bytes", "write_text", "write_with", "print_json", "check_writable",
            "check_output_dir", "clean_stale_temps"]
 
 _TAG = "hwprune-"
@@ -148,6 +148,17 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False) ->
 def write_text(path: str | os.PathLike, text: str, *, force: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     return write_bytes(path, text.encode(), force=force)
+
+
+def print_json(obj: object, out: str | os.PathLike | None = None, *, force: bool = False) -> None:
+    """Print ``obj`` as indented JSON (what the benchmarks report) and, with ``out``, also write
+    it there atomically."""
+    import json
+
+    text = json.dumps(obj, indent=2)
+    print(text)
+    if out:
+        write_text(out, text + "\n", force=force)
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[Path], None], *, force: bool = False) -> Path:
