@@ -283,6 +283,11 @@ CASES = {
     # sim (all refused before any Verilator build or simulation)
     "sim-seed-negative": (S + ["--gemm", "4,4,4", "--seed", "-1"], ["--seed", "'-1'"]),
     "sim-gemm-empty": (S + ["--gemm", ""], ["--gemm", "''"]),
+    "sim-data-without-model-run": (S + ["--gemm", "4,4,4", "--data", "mypkg.data:make_loaders"],
+                                   ["--data", "mypkg.data:make_loaders", "--model-run"]),
+    "export-data-not-import-path": (["export", "evil.pt", "--array", "os8x8", "--out", "e", "--data", "loaders.py"],
+                                    ["--data", "'loaders.py'"]),
+    "sim-data-not-import-path": (S + ["cnn.pt", "--model-run", "--data", "loaders"], ["--data", "'loaders'"]),
     "sim-gemm-two": (S + ["--gemm", "1,2"], ["'1,2'"]),
     "sim-gemm-zero": (S + ["--gemm", "0,4,4"], ["'0,4,4'"]),
     "sim-gemm-text": (S + ["--gemm", "a,b,c"], ["'a,b,c'"]),

@@ -207,7 +207,7 @@ def string_metric_loaders():
     (["prune", f"{MODULE}:make_model", "--data", f"{MODULE}:wrong_shape_loaders"], "input shape (8, 3, 8, 8)"),
     (["prune", f"{MODULE}:make_model", "--data", f"{MODULE}:string_metric_loaders"], "'high', not a finite number"),
     (["prune", f"{MODULE}:make_model"], "needs --data"),
-    (["prune", f"{MODULE}:make_model", "--data", "loaders.py"], "--data must be an import path"),
+    (["prune", f"{MODULE}:make_model", "--data", "loaders.py"], "--data: must be an import path 'package.module:function', not 'loaders.py'"),
     (["estimate", f"{MODULE}:nothing_here", "--input-shape", "1,1,8,8"], "has no attribute 'nothing_here'"),
     (["estimate", f"{MODULE}:make_model", "--input-shape", "1,x"], "--input-shape"),
     (["estimate", f"{MODULE}:make_model"], "exactly one of --input-shape and --example"),

@@ -59,3 +59,20 @@ def density(text: str) -> float:
     if not 0.0 < v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a density in (0, 1], not {text!r}")
     return v
+
+
+def import_path(text: str) -> str:
+    """``package.module:attribute``: user code named by import path (checked, not imported)."""
+    from ..userland import is_import_path
+
+    if not is_import_path(text):
+        raise argparse.ArgumentTypeError(f"must be an import path 'package.module:function', not {text!r}")
+    return text
+
+
+def add_data_argument(parser: argparse.ArgumentParser, use: str) -> None:
+    """``--data pkg.mod:make_loaders``, the user's data, worded once for every command; ``use``
+    says what this command does with it."""
+    parser.add_argument("--data", default=None, metavar="PKG.MOD:MAKE_LOADERS", type=import_path,
+                        help="your data: a function returning (train_loader, val_loader[, loss_fn[, "
+                             f"metric]]), a dict of hwprune.Workload arguments or a Workload; {use}")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..config import preset_names
+from .args import add_data_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated subset of {','.join(ALL_FORMATS)} (default: all)")
     p.add_argument("--calib", type=int, default=256, metavar="N",
                    help="calibration examples from the checkpoint's task or --data (default 256)")
-    p.add_argument("--data", metavar="PKG.MOD:MAKE_LOADERS",
-                   help="calibrate on your own data: make_loaders() returns train/val loaders "
-                        "(and optionally a loss and metric); default: the checkpoint's built-in task")
+    add_data_argument(p, "calibration batches come from train and the test batch from test "
+                         "(else val); default: the checkpoint's built-in task")
     p.add_argument("--calibration", choices=("percentile", "minmax"), default="percentile",
                    help="activation range: percentile (99.99 %% of |x|, default) or minmax")
     p.add_argument("--qat-epochs", type=int, default=0, metavar="E",

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import load_array, preset_names
 from ..errors import ConfigError, UnsupportedLayerError
 from ..io import write_text
-from .args import nonnegative_int, positive_int
+from .args import add_data_argument, nonnegative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,9 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "images and compare the logits with the integer reference (hwprune.quant)")
     s.add_argument("--images", type=positive_int, default=64, metavar="N",
                    help="with --model-run: test images, folded into M (default 64)")
-    s.add_argument("--data", metavar="PKG.MOD:MAKE_LOADERS",
-                   help="with --model-run: calibrate and run on your own loaders (their test or val "
-                        "split) instead of the checkpoint's built-in task")
+    add_data_argument(s, "with --model-run: calibration from train, the images run from test (else "
+                         "val); default: the checkpoint's built-in task")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=run_sim)
 
@@ -142,6 +141,8 @@ def run_sim(args: argparse.Namespace) -> int:
         raise ConfigError("give a MODEL_OR_CKPT or --gemm M,K,N (one of them)")
     if args.model_run:
         return _run_model_on_rtl(args)
+    if args.data is not None:
+        raise ConfigError(f"--data {args.data}: the data is used with --model-run only")
     if args.layer is not None and args.gemm is not None:
         raise ConfigError("--layer selects a layer of a model; it cannot be used with --gemm")
     array = load_array(args.array)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import preset_names
 from ..patterns import PATTERN_SYNTAX
-from .args import density, nonnegative_int, positive_int
+from .args import add_data_argument, density, nonnegative_int, positive_int
 
 CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (Σ|w·∂L/∂w|), "
                  "hessian (OBD ½·F·w², F the diagonal empirical Fisher: mean of per-sample squared "
@@ -40,9 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="TASK|CKPT|pkg.mod:factory",
                    help="built-in task (trained first, seeded), a checkpoint saved by hwprune prune, or "
                         "the import path of a function returning your trained model")
-    p.add_argument("--data", default=None, metavar="pkg.mod:make_loaders",
-                   help="your data: a function returning (train_loader, val_loader[, loss_fn[, metric]]) or "
-                        "a dict of hwprune.Workload arguments; needed for a model given by import path")
+    add_data_argument(p, "needed for a model given by import path, else replaces a checkpoint's task")
     p.add_argument("--criterion", default=None, metavar="NAME", help=CRITERIA_HELP + f"; known: {', '.join(criterion_names())}"
                    "; with --plan, default: the criterion the plan was searched with (its masks)")
     p.add_argument("--pattern", default=None, help=PATTERN_HELP)
@@ -139,8 +137,6 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.json
 
     source = Path(args.source)
-    if args.data is not None and not is_import_path(args.data):
-        raise ConfigError(f"--data must be an import path 'package.module:make_loaders', not {args.data!r}")
     if is_import_path(args.source) and not source.is_file():
         if args.data is None:
             raise ConfigError(f"{args.source}: a model given by import path needs --data pkg.mod:make_loaders")

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from ..config import preset_names
-from .args import density, nonnegative_int, positive_int, positive_number
+from .args import add_data_argument, density, nonnegative_int, positive_int, positive_number
 
 CRITERION_HELP = "importance criterion that makes each candidate's mask, as prune does (default: l1)"
 
@@ -38,10 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="TASK_OR_CKPT",
                    help="built-in task (trained first, seeded as prune does), a checkpoint saved by "
                         "hwprune prune, or pkg.module:make_model (a trained nn.Module; needs --data)")
-    p.add_argument("--data", default=None, metavar="PKG.MOD:FUNC",
-                   help="your data: a function returning (train_loader, val_loader[, loss_fn[, metric]]), "
-                        "a dict of hwprune.Workload arguments or a Workload; calibration batches come "
-                        "from train, sensitivity from val")
+    add_data_argument(p, "calibration batches come from train, sensitivity from val")
     p.add_argument("--array", default="os16x16", metavar="PRESET|FILE.toml",
                    help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: os16x16)")
     b = p.add_argument_group("budget (at least one; several at once are all met)")
