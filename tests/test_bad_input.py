@@ -357,7 +357,7 @@ CASES = {
     "demo-images-zero": (["demo", "--images", "0", "--out", "d"], ["images", "0"]),
     "demo-array": (["demo", "--array", "os7x7", "--out", "d"], ["'os7x7'"]),
     "sweep-space-missing": (["sweep", "lenet300100", "--space", "nope.toml", "--out", "sw"], ["nope.toml"]),
-    "sweep-space-not-utf8": (["sweep", "lenet300100", "--space", "latin1.toml", "--out", "sw"], ["latin1.toml"]),
+    "sweep-space-not-utf8": (["sweep", "lenet300100", "--space", "latin1.toml", "--out", "sw"], ["latin1.toml", "0xe9"]),
     "sweep-space-key": (["sweep", "lenet300100", "--space", "unknown_key.toml", "--out", "sw"],
                         ["unknown_key.toml", "unknown key"]),
     # the command itself

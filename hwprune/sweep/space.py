@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ArrayConfig, load_array
+from ..config import ArrayConfig, load_array, read_text
 from ..errors import ConfigError
 from ..patterns import parse_pattern
 
@@ -86,8 +86,8 @@ def load_space(path: str | Path) -> Space:
     if not p.is_file():
         raise ConfigError(f"space file {str(p)!r} does not exist")
     try:
-        data = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(read_text(p, "space file"))
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p.name}: not valid TOML: {exc}") from None
     return space_from_dict(data, source=p.name)
 
