@@ -364,3 +364,30 @@ def test_search_cli_user_model_and_dataloaders(tmp_path, capsys, monkeypatch):
     assert main(["search", "hwp_search_user:nothing", "--data", "hwp_search_user:loaders", "--budget", "0.8",
                  "--out", "q.json"]) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_sensitivity_masks_dead_rows_of_any_pattern():
+    """A non-channel mask that empties a row also zeroes that row's bias and batch-norm while it is
+    measured (as pruning does), and everything is restored afterwards."""
+    from torch import nn
+
+    from hwprune.prune.engine import layer_graph, prunable_layers
+    from hwprune.search.sensitivity import pruned_layer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(0.5, 1.5)
+    targets = prunable_layers(model)
+    _, followers = layer_graph(model, (torch.randn(2, 1, 6, 6),), targets)
+    mask = np.ones((4, 9), dtype=bool)
+    mask[2] = False                                      # e.g. a block pattern emptied row 2
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pruned_layer(targets["0"], mask, followers):
+        assert float(model[0].bias[2]) == 0 and float(model[1].weight[2]) == 0 and float(model[1].bias[2]) == 0
+        assert bool((model[0].bias[[0, 1, 3]] != 0).all())
+        out = model(torch.randn(2, 1, 6, 6))
+        assert bool((out[:, 2] == 0).all())              # the dead channel outputs exactly zero
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -5,7 +5,7 @@ one shot, no fine-tuning, exactly the mask ``hwprune prune --plan`` would apply 
 the change of the validation loss (the workload's loss: mean cross-entropy, nats, for the
 built-in tasks) and of its metric (top-1 accuracy unless the workload says otherwise) against
 the unpruned model.  Any :class:`~hwprune.workload.WorkloadLike` works: a built-in task or a
-user's DataLoaders.  A channel candidate also zeroes the removed channels' bias and
+user's DataLoaders.  Any candidate that empties a row also zeroes that channel's bias and
 the batch-norm that reads them, as pruning does, so a removed channel outputs exactly zero.
 
 The *fisher* proxy needs no forward pass beyond the calibration batches: by optimal brain
@@ -57,7 +57,7 @@ __all__ = [
 #: how sensitivity is obtained: one-shot measurement, or the second-order proxy
 SENSITIVITY_METHODS = ("measured", "fisher")
 #: bump when the measurement changes meaning, so old cache entries are not reused
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: dead rows of any pattern lose bias and batch-norm
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,19 +182,18 @@ def _zeroed(module: nn.Module, pname: str, keep: torch.Tensor) -> Iterator[None]
 
 
 @contextlib.contextmanager
-def pruned_layer(target, mask: np.ndarray, followers: Mapping[str, list] | None,
-                 channel: bool) -> Iterator[None]:
+def pruned_layer(target, mask: np.ndarray, followers: Mapping[str, list] | None) -> Iterator[None]:
     """Prune one layer (a :class:`~hwprune.prune.engine.Target`) to ``mask`` for the duration.
 
-    ``channel``: also zero the removed channels' bias and following batch-norm, as
-    :func:`hwprune.prune.engine.apply_patterns` does.
+    Rows the mask leaves all-zero also lose their bias and following batch-norm, whatever the
+    pattern, as :func:`hwprune.prune.engine.mask_dead_rows` does when the layer is pruned.
     """
     w = getattr(target.module, target.param)
     keep = torch.from_numpy(np.ascontiguousarray(mask)).reshape(w.shape)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_zeroed(target.module, target.param, keep))
-        if channel:
-            rows = torch.from_numpy(mask.any(axis=1))
+        rows = torch.from_numpy(mask.any(axis=1))
+        if not bool(rows.all()):
             extra = [(target.module, "bias")] if target.param == "weight" else []
             for module, pname in extra + list((followers or {}).get(target.name, [])):
                 if getattr(module, pname, None) is not None:
@@ -208,9 +207,9 @@ def pruned_layer(target, mask: np.ndarray, followers: Mapping[str, list] | None,
 
 
 def measure_layer(model: nn.Module, data: WorkloadLike, target, mask: np.ndarray, baseline: tuple[float, float],
-                  *, followers: Mapping[str, list] | None = None, channel: bool = False) -> Sensitivity:
+                  *, followers: Mapping[str, list] | None = None) -> Sensitivity:
     """Loss and accuracy change when only ``target`` is pruned to ``mask`` (one shot)."""
-    with pruned_layer(target, mask, followers, channel):
+    with pruned_layer(target, mask, followers):
         loss, acc = val_metrics(model, data)
     return Sensitivity(loss - baseline[0], acc - baseline[1])
 

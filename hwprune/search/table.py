@@ -349,8 +349,7 @@ def build_table(model: nn.Module, data: WorkloadLike | str, array: str | ArrayCo
     with deterministic(seed), _progress(progress and bool(todo), "sensitivity", len(todo)) as advance:
         for i, j, mask, key in todo:
             name, pat = layers[i], cands[j]
-            s = measure_layer(model, task, targets[name], mask, baseline, followers=followers,
-                              channel=isinstance(pat, Channel))
+            s = measure_layer(model, task, targets[name], mask, baseline, followers=followers)
             loss[i, j], acc[i, j] = s.loss, s.accuracy
             if use_cache:
                 cache.put(key, s, layer=name, candidate=str(pat), criterion=crit.name, task=tfp, model=mhash)
