@@ -33,7 +33,7 @@ from hwprune.prune import prune_model, shrink_channels
 from hwprune.tasks import load_task
 from hwprune.train import clone_model, evaluate, train_task
 
-CRITERIA = ["l1", "l2", "random", "taylor", "hessian", "activation"]
+CRITERIA = ["l1", "l2", "random", "taylor", "hessian", "activation", "obs"]
 SECTIONS = ["nm", "global90", "noft", "schedules", "grid"]
 GRID = {"unstructured 50%": "unstructured:0.5", "unstructured 75%": "unstructured:0.25",
         "unstructured 90%": "unstructured:0.1", "2:4": "2:4", "1:4": "1:4", "channel 50%": "channel:0.5"}
@@ -111,7 +111,7 @@ def targets(name, summary, fp32, criteria):
     for c in criteria:
         if c != "random":
             add(f"global90 {c} within 2.0 pt of fp32", acc(f"global90 {c}"), fp32, 2.0)
-    for c in ("taylor", "hessian"):
+    for c in ("taylor", "hessian", "obs"):  # obs: the second-order criterion with its compensation
         add(f"global90 {c} one-shot no-FT within 2.0 pt of l1", acc(f"global90 {c} noft"), acc("global90 l1 noft"), 2.0)
     for name_ in ("1:4", "global90"):
         base = acc(f"{name_} oneshot") if f"{name_} oneshot" in summary else acc(f"{name_} l1")

@@ -23,7 +23,7 @@ from hwprune.prune import (CRITERIA, PatternPruning, PruningPlan, agp_sparsity, 
 from hwprune.tasks import Split, Task, load_task
 from hwprune.train import clone_model, evaluate, train
 
-ALL_CRITERIA = ["l1", "l2", "random", "taylor", "hessian", "activation"]
+ALL_CRITERIA = ["l1", "l2", "random", "taylor", "hessian", "activation", "obs"]
 
 
 def tiny_task(n_in: int, classes: int, *, conv: bool = False, seed: int = 0) -> Task:
@@ -102,7 +102,7 @@ def test_every_criterion_and_pattern_gives_the_exact_structure(criterion, pat, c
 
 
 def test_criteria_registry_rejects_duplicates_and_unknown_stats():
-    assert criterion_names()[:6] == ALL_CRITERIA
+    assert criterion_names()[:7] == ALL_CRITERIA
     with pytest.raises(ConfigError, match="already registered"):
         register_criterion("l1", lambda ctx: ctx.weight.abs())
     with pytest.raises(ConfigError, match="unknown statistics"):

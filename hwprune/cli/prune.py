@@ -13,7 +13,8 @@ from .args import add_data_argument, density, nonnegative_int, positive_int
 CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (Σ|w·∂L/∂w|), "
                  "hessian (OBD ½·F·w², F the diagonal empirical Fisher: mean of per-sample squared "
                  "gradients), activation (Wanda |w|·‖x‖; channels: mean "
-                 "|activation|). Default: l1")
+                 "|activation|), obs (Optimal Brain Surgeon w²/[H⁻¹]_kk with H = XᵀX of the layer's "
+                 "calibration inputs, then the kept weights re-fitted by least squares). Default: l1")
 PATTERN_HELP = (f"sparsity pattern for every weight layer: {PATTERN_SYNTAX}; any N<M; channel pruning "
                 "keeps all channels of the output layer")
 

@@ -18,6 +18,17 @@ Built-in criteria
 ``activation``  weights: |w_ij| · ‖x_j‖₂ over the calibration inputs of column j (Wanda, Sun et
                 al. 2023; conv columns are the im2col columns); channels: mean |output| of the
                 channel, broadcast along K
+``obs``         Optimal Brain Surgeon, layer-wise (Hassibi & Stork 1993; OBC, Frantar & Alistarh
+                2022): with H = XᵀX + λI the Hessian of the layer's reconstruction error
+                ‖X(w − ŵ)‖² over the calibration inputs X (im2col rows for convs), the saliency
+                w²/[H⁻¹]_kk, divided by its L2 norm over the layer so that layers compare under a
+                global threshold; then the *compensation*: the kept weights of every row move to
+                the least-squares optimum ŵ_S = w_S + H_SS⁻¹ H_SP w_P given the pruned set P
+                (:attr:`Criterion.update`; the engine applies it layer by layer in execution
+                order, each layer's X read from the already-compensated model, as SparseGPT does)
+
+A criterion with an ``update`` changes the kept weights (``weight_orig``) after the mask is
+chosen; the mask itself is still a ``torch.nn.utils.prune`` mask.
 """
 
 from __future__ import annotations
@@ -32,10 +43,13 @@ from ..errors import ConfigError
 from ..patterns import SparsityPattern
 
 __all__ = ["Criterion", "LayerContext", "LayerStats", "CRITERIA", "register_criterion",
-           "get_criterion", "criterion_names", "STAT_KINDS"]
+           "get_criterion", "criterion_names", "STAT_KINDS", "OBS_DAMPING", "obs_reconstruct"]
 
 #: calibration statistics a criterion may ask for
-STAT_KINDS = frozenset({"grad", "fisher", "input", "output"})
+STAT_KINDS = frozenset({"grad", "fisher", "input", "output", "gram"})
+
+#: λ of the OBS Hessian XᵀX + λI, as a fraction of the mean of its diagonal (SparseGPT's 1 %)
+OBS_DAMPING = 0.01
 
 
 @dataclass(slots=True)
@@ -45,7 +59,8 @@ class LayerStats:
     ``taylor``: Σ_batches |w·g| (N×K); ``grad_sq``: Σ_batches g² of the mini-batch gradient
     (N×K); ``fisher``: Σ_samples gᵢ² (N×K) over ``samples`` per-sample gradients (the empirical
     Fisher's numerator); ``input_sq``: Σ x_j² per K column; ``output_abs``: Σ mean|y| per output
-    channel (N).
+    channel (N); ``gram``: Σ XᵀX of the layer's input rows X (im2col rows for convs), shaped
+    (groups, K, K) — row i of the weight reads group ``i // (N / groups)``.
     """
 
     batches: int = 0
@@ -55,6 +70,7 @@ class LayerStats:
     fisher: torch.Tensor | None = None
     input_sq: torch.Tensor | None = None
     output_abs: torch.Tensor | None = None
+    gram: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +86,17 @@ class LayerContext:
 
 @dataclass(frozen=True, slots=True)
 class Criterion:
-    """A named importance criterion and the calibration statistics it needs."""
+    """A named importance criterion and the calibration statistics it needs.
+
+    ``update``, if set, is the criterion's weight compensation: ``update(ctx, keep)`` returns
+    the N×K weight the kept entries (``keep``, N×K bool) should take once the others are pruned.
+    """
 
     name: str
     score: Callable[[LayerContext], torch.Tensor]
     needs: frozenset[str]
     description: str = ""
+    update: Callable[[LayerContext, torch.Tensor], torch.Tensor] | None = None
 
     def __call__(self, ctx: LayerContext) -> torch.Tensor:
         s = self.score(ctx).to(torch.float64)
@@ -90,8 +111,12 @@ CRITERIA: dict[str, Criterion] = {}
 
 
 def register_criterion(name: str, score: Callable[[LayerContext], torch.Tensor], *,
-                       needs: Iterable[str] = (), description: str = "") -> Criterion:
-    """Register ``score`` under ``name``; duplicate names and unknown statistics are rejected."""
+                       needs: Iterable[str] = (), description: str = "",
+                       update: Callable[[LayerContext, torch.Tensor], torch.Tensor] | None = None) -> Criterion:
+    """Register ``score`` under ``name``; duplicate names and unknown statistics are rejected.
+
+    ``update(ctx, keep) -> N×K weight``: optional compensation of the kept weights (see ``obs``).
+    """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"criterion name must be a non-empty string, not {name!r}")
     if name in CRITERIA:
@@ -100,7 +125,7 @@ def register_criterion(name: str, score: Callable[[LayerContext], torch.Tensor],
     if needs - STAT_KINDS:
         raise ConfigError(f"criterion {name!r} needs unknown statistics {sorted(needs - STAT_KINDS)}; "
                           f"known: {sorted(STAT_KINDS)}")
-    crit = Criterion(name, score, needs, description)
+    crit = Criterion(name, score, needs, description, update)
     CRITERIA[name] = crit
     return crit
 
@@ -155,6 +180,51 @@ def _activation(ctx: LayerContext) -> torch.Tensor:
     return ctx.weight.to(torch.float64).abs() * norm  # norm is (1, K) or, grouped, (N, K)
 
 
+def _damped(gram: torch.Tensor) -> torch.Tensor:
+    """H = XᵀX + λI per group, λ = :data:`OBS_DAMPING` × mean diagonal (never singular: dead
+    input columns get λ alone)."""
+    h = gram.to(torch.float64)
+    diag = h.diagonal(dim1=-2, dim2=-1)
+    lam = OBS_DAMPING * diag.mean(dim=-1).clamp_min(1e-12)
+    return h + lam[:, None, None] * torch.eye(h.shape[-1], dtype=h.dtype)
+
+
+def _row_groups(ctx: LayerContext, gram: torch.Tensor) -> torch.Tensor:
+    """The group index of each output row (grouped convolutions read a group's inputs only)."""
+    n, g = ctx.weight.shape[0], gram.shape[0]
+    return torch.arange(n) // max(1, n // g)
+
+
+def _obs(ctx: LayerContext) -> torch.Tensor:
+    h = _damped(_need(ctx, "gram", "obs"))
+    hinv_diag = torch.linalg.inv(h).diagonal(dim1=-2, dim2=-1)  # (groups, K)
+    s = ctx.weight.to(torch.float64).square() / hinv_diag[_row_groups(ctx, h)]
+    norm = s.norm()
+    return s / norm if norm > 0 else s
+
+
+def obs_reconstruct(ctx: LayerContext, keep: torch.Tensor) -> torch.Tensor:
+    """The kept weights of every row re-fitted to the layer's calibration outputs.
+
+    With H = XᵀX + λI, a row w pruned on the set P and kept on S moves to the minimiser of
+    (w − ŵ)ᵀH(w − ŵ) subject to ŵ_P = 0: ŵ_S = w_S + H_SS⁻¹ H_SP w_P (the OBS update of
+    Hassibi & Stork for a set of weights; one exact solve per row, as OBC does).  Entries of
+    ``keep`` that are False come back as 0.
+    """
+    h = _damped(_need(ctx, "gram", "obs"))
+    w = ctx.weight.to(torch.float64)
+    keep = keep.to(torch.bool)
+    out = torch.where(keep, w, torch.zeros_like(w))
+    groups = _row_groups(ctx, h)
+    for i in range(w.shape[0]):
+        s, p = keep[i], ~keep[i]
+        if not bool(s.any()) or not bool((p & (w[i] != 0)).any()):
+            continue
+        hi = h[groups[i]]
+        out[i, s] = w[i, s] + torch.linalg.solve(hi[s][:, s], hi[s][:, p] @ w[i, p])
+    return out
+
+
 register_criterion("l1", _l1, description="weight magnitude |w|")
 register_criterion("l2", _l2, description="squared weight w² (L2 norm over channels/blocks)")
 register_criterion("random", _random, description="uniform random, seeded (a baseline)")
@@ -163,3 +233,6 @@ register_criterion("hessian", _hessian, needs={"fisher"},
                    description="OBD ½·F·w², F the diagonal empirical Fisher (mean per-sample squared gradient)")
 register_criterion("activation", _activation, needs={"input", "output"},
                    description="Wanda |w|·‖x_j‖; channels: mean |activation|")
+register_criterion("obs", _obs, needs={"gram"}, update=obs_reconstruct,
+                   description="Optimal Brain Surgeon w²/[H⁻¹]_kk, H = XᵀX (layer-normalised), "
+                               "then the kept weights re-fitted by least squares")

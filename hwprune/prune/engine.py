@@ -42,7 +42,7 @@ from .schedules import (agp_event, agp_steps, at_fraction, check_agp_budget, che
 __all__ = ["Target", "prunable_layers", "collect_stats", "compute_scores", "global_patterns",
            "apply_patterns", "current_masks", "apply_masks", "make_permanent", "prune_model",
            "PruneResult", "SCOPES", "layer_graph", "mask_dead_rows", "mask_dead_row_followers",
-           "per_sample_grad_sq", "compose_patterns"]
+           "per_sample_grad_sq", "compose_patterns", "compensate"]
 
 SCOPES = ("layer", "global")
 
@@ -88,8 +88,8 @@ def _padding(module: nn.Module) -> tuple[int, ...]:
     return tuple(pad)
 
 
-def _input_columns(module: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
-    """Σ x_j² per K column, shaped (1, K) or, for grouped convs, (N, K)."""
+def _input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as rows of its K columns, (groups, rows, K): im2col rows for convs."""
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         if isinstance(module, nn.Conv1d):
             x = x.unsqueeze(2)
@@ -98,9 +98,24 @@ def _input_columns(module: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
             k, d, p, s = module.kernel_size, module.dilation, _padding(module), module.stride
         cols = F.unfold(x, k, dilation=d, padding=p, stride=s)  # (B, C·kh·kw, L)
         g = module.groups
-        sq = cols.square().sum(dim=(0, 2)).reshape(g, -1)
-        return sq.repeat_interleave(n // g, dim=0) if g > 1 else sq
-    return x.reshape(-1, x.shape[-1]).square().sum(dim=0, keepdim=True)
+        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        return rows.reshape(rows.shape[0], g, -1).transpose(0, 1)
+    return x.reshape(1, -1, x.shape[-1])
+
+
+def _input_columns(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Σ x_j² per K column of :func:`_input_rows`, shaped (1, K) or, for grouped convs, (N, K)."""
+    sq = rows.square().sum(dim=1)
+    return sq.repeat_interleave(n // sq.shape[0], dim=0) if sq.shape[0] > 1 else sq
+
+
+def _observe_input(st: LayerStats, rows: torch.Tensor, n: int, needs: frozenset[str]) -> None:
+    """Accumulate the input statistics ``needs`` asks for from one batch's input rows."""
+    if "input" in needs:
+        st.input_sq = _acc(st.input_sq, _input_columns(rows, n))
+    if "gram" in needs:
+        r = rows.double()
+        st.gram = _acc(st.gram, r.transpose(1, 2) @ r)
 
 
 def _output_channels(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -116,7 +131,8 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
     ``grad``: Σ|w·g| and Σg² per weight (g = ∂L/∂w of each mini-batch's loss, the workload's);
     ``fisher``: Σᵢ gᵢ² per weight over the calibration samples (gᵢ = ∂ℓᵢ/∂w of sample i's own
     loss: :func:`per_sample_grad_sq`), and the sample count;
-    ``input``: Σx_j² per input column; ``output``: Σ mean|y| per output channel.
+    ``input``: Σx_j² per input column; ``output``: Σ mean|y| per output channel;
+    ``gram``: Σ XᵀX of the input rows (:attr:`LayerStats.gram`).
     The model is run in eval mode (batch-norm statistics untouched) and left unchanged.
     """
     stats = {name: LayerStats() for name in targets}
@@ -126,7 +142,8 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
     # MultiheadAttention reads out_proj.weight itself (F.linear), so out_proj's hooks never fire:
     # those layers are observed through a TorchFunctionMode that watches F.linear's weight.
     parent_read = {n for n, t in targets.items() if _read_by_parent(model, t.module)}
-    if needs & {"input", "output"}:
+    observe = needs & {"input", "output", "gram"}
+    if observe:
         for name, t in targets.items():
             st, n = stats[name], t.weight.shape[0]
             if name in parent_read:
@@ -135,14 +152,14 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
                 def mha_hook(module, args, kwargs, st=st, n=n):
                     x = (args[0] if args else kwargs["query"]).detach()
                     x2 = x.reshape(-1, x.shape[-1])
-                    st.input_sq = _acc(st.input_sq, x2.square().sum(0, keepdim=True))
+                    _observe_input(st, x2[None], n, needs)
                     y = F.linear(x2, module.in_proj_weight.detach(), module.in_proj_bias)
                     st.output_abs = _acc(st.output_abs, y.abs().mean(0))
                 handles.append(t.module.register_forward_pre_hook(mha_hook, with_kwargs=True))
                 continue
 
             def pre(module, args, st=st, n=n):
-                st.input_sq = _acc(st.input_sq, _input_columns(module, args[0].detach(), n))
+                _observe_input(st, _input_rows(module, args[0].detach()), n, needs)
 
             def post(module, args, out, st=st):
                 st.output_abs = _acc(st.output_abs, _output_channels(module, out.detach()))
@@ -151,8 +168,8 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
     model.eval()
     names = list(targets)
     params = [targets[n].orig for n in names]
-    watch = _LinearWatch({n: (targets[n], stats[n]) for n in parent_read}) \
-        if parent_read and needs & {"input", "output"} else contextlib.nullcontext()
+    watch = _LinearWatch({n: (targets[n], stats[n]) for n in parent_read}, needs) \
+        if parent_read and observe else contextlib.nullcontext()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel would hide every GEMM
     backward = bool(needs & {"grad", "fisher"})
@@ -291,9 +308,10 @@ class _LinearWatch(TorchFunctionMode):
     and gradients are those of the original call.
     """
 
-    def __init__(self, watched: dict[str, tuple[Target, LayerStats]]) -> None:
+    def __init__(self, watched: dict[str, tuple[Target, LayerStats]], needs: frozenset[str]) -> None:
         super().__init__()
         self.watched = watched
+        self.needs = needs
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
@@ -306,7 +324,7 @@ class _LinearWatch(TorchFunctionMode):
                     pre, attn = func(*args[:11], eye, torch.zeros(e, dtype=w.dtype), *args[13:], **kwargs)
                     out = F.linear(pre, w, args[12])
                     x = pre.detach()
-                    st.input_sq = _acc(st.input_sq, x.reshape(-1, e).square().sum(0, keepdim=True))
+                    _observe_input(st, x.reshape(1, -1, e), w.shape[0], self.needs)
                     st.output_abs = _acc(st.output_abs, _output_channels(t.module, out.detach()))
                     return out, attn
         return func(*args, **kwargs)
@@ -341,6 +359,38 @@ def compute_scores(model: nn.Module, data: WorkloadLike | None, criterion: str |
             s = s * as_matrix(mask).to(s.dtype)
         scores[name] = s
     return scores
+
+
+def compensate(model: nn.Module, data: WorkloadLike, criterion: str | Criterion,
+               weights: Mapping[str, torch.Tensor], patterns: Mapping[str, SparsityPattern], *,
+               order: list[str] | None = None, seed: int = 0, calib_batches: int = 8,
+               targets: Mapping[str, Target] | None = None) -> None:
+    """Apply ``criterion``'s weight update to the layers of ``weights`` after they were masked.
+
+    ``weights`` are each layer's N×K effective weights *before* the new mask; the kept entries
+    of ``weight_orig`` take ``criterion.update``'s values (pruned ones are masked anyway, so the
+    masks stay ``torch.nn.utils.prune`` masks).  Layers go in execution ``order`` and each one's
+    calibration statistics are read from the model as compensated so far, so a layer fits the
+    inputs the pruned upstream layers actually give it (SparseGPT's sequential order).
+    """
+    crit = get_criterion(criterion)
+    if crit.update is None:
+        return
+    targets = targets or prunable_layers(model)
+    names = [n for n in (order or []) if n in weights] + [n for n in weights if n not in (order or [])]
+    for name in names:
+        t = targets[name]
+        mask = getattr(t.module, t.param + "_mask", None)
+        if mask is None:
+            continue
+        stats = collect_stats(model, {name: t}, data, crit.needs, batches=calib_batches, seed=seed)
+        keep = as_matrix(mask.detach()) != 0
+        new = crit.update(LayerContext(name, weights[name], patterns[name], stats[name], seed), keep)
+        orig = t.orig
+        with torch.no_grad():
+            fitted = torch.where(keep, new.to(orig.dtype), as_matrix(orig.detach()))
+            orig.copy_(fitted.reshape(orig.shape))
+        refresh_pruned(model)
 
 
 def global_patterns(scores: Mapping[str, torch.Tensor], density: float, *, min_density: float = 0.02,
@@ -609,7 +659,9 @@ def prune_model(model: nn.Module, what: Any = None, /, data: WorkloadLike | str 
         Calibration and fine-tuning data: a built-in task (or its name) or an
         :class:`hwprune.Workload` built from the user's DataLoaders, loss and metric.
     criterion : str
-        A registered criterion: l1, l2, random, taylor, hessian, activation.
+        A registered criterion: l1, l2, random, taylor, hessian, activation, obs.  A criterion
+        with an ``update`` (``obs``) also re-fits the kept weights after each pruning step
+        (:func:`compensate`).
     pattern : str, SparsityPattern or mapping
         One pattern for every prunable layer (channel patterns spare the final classifier), or
         layer name → pattern.  Exclusive with ``plan``.
@@ -651,7 +703,7 @@ def prune_model(model: nn.Module, what: Any = None, /, data: WorkloadLike | str 
     global_density = _global_density(run.scope, finals, custom=plan is not None or isinstance(pattern, Mapping))
     if run.schedule == "agp":
         check_agp_budget(run.epochs * data.steps_per_epoch(), run.steps, steps_per_epoch=data.steps_per_epoch())
-    session = _Session(model, data, run, targets, followers, finals, global_density,
+    session = _Session(model, data, run, targets, order, followers, finals, global_density,
                        PruneResult(model, dict(finals), {}, run.criterion.name, run.scope, run.schedule,
                                    run.steps, run.epochs), _prior_patterns(targets))
     _RUNNERS[run.schedule](session)
@@ -750,6 +802,7 @@ class _Session:
     data: WorkloadLike
     run: _Run
     targets: dict[str, Target]
+    order: list[str]
     followers: dict[str, list[tuple[nn.Module, str]]]
     finals: dict[str, SparsityPattern]
     global_density: float | None
@@ -762,12 +815,16 @@ class _Session:
             return
         run = self.run
         pats = {n: at_fraction(p, fraction, progress=progress) for n, p in self.finals.items()}
-        scores = compute_scores(self.model, self.data, run.criterion, pats, seed=run.seed + len(self.result.history),
+        seed = run.seed + len(self.result.history)
+        scores = compute_scores(self.model, self.data, run.criterion, pats, seed=seed,
                                 calib_batches=run.calib_batches, targets=self.targets)
         if self.global_density is not None:
             pats = global_patterns(scores, 1.0 - fraction * (1.0 - self.global_density),
                                    min_density=run.min_density, row_floor=run.row_floor)
+        before = {n: self.targets[n].weight.clone() for n in pats} if run.criterion.update else {}
         apply_patterns(self.targets, pats, scores, self.followers, row_floor=run.row_floor)
+        compensate(self.model, self.data, run.criterion, before, pats, order=self.order, seed=seed,
+                   calib_batches=run.calib_batches, targets=self.targets)
         masks = current_masks(self.model, self.targets)
         kept = sum(int(m.sum()) for m in masks.values())
         self.result.patterns = {n: compose_patterns(self.prior.get(n), p) for n, p in pats.items()}

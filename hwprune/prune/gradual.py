@@ -57,7 +57,7 @@ class GradualPruner:
     pattern : str, SparsityPattern or mapping
         The final pattern (channel patterns spare the final classifier) or layer → pattern.
     data : WorkloadLike, optional
-        Calibration data, needed by data-driven criteria (taylor, hessian, activation).
+        Calibration data, needed by data-driven criteria (taylor, hessian, activation, obs).
     plan : PruningPlan, optional
         Per-layer final patterns, instead of ``pattern``.
     criterion, scope, min_density, row_floor, calib_batches, seed
@@ -94,7 +94,7 @@ class GradualPruner:
         gd = _global_density(scope, finals, custom=plan is not None or isinstance(pattern, Mapping))
         run = _Run(crit, scope, "agp", n, 0, 1.0, min_density, _positive("calib_batches", calib_batches),
                    _positive("row_floor", row_floor, zero=True), seed, False)
-        self._session = _Session(model, data, run, targets, followers, finals, gd,
+        self._session = _Session(model, data, run, targets, order, followers, finals, gd,
                                  PruneResult(model, dict(finals), {}, crit.name, scope, "agp", n, 0),
                                  _prior_patterns(targets))
         self.start_step, self.end_step, self.events = start, end, n
