@@ -69,6 +69,9 @@ class ArrayConfig:
     #: Accept layers whose worst-case sum can exceed ``acc_bits`` (two's-complement wrapping, the
     #: hardware's documented behaviour); off, such layers are refused (:meth:`check_accumulator`).
     allow_accumulator_wrap: bool = False
+    #: Two banks per memory: the host loads pass p + 1 (and stores pass p − 1's outputs) while the
+    #: array computes pass p, each bank holding half the words (:mod:`hwprune.schedule`, passes).
+    double_buffer: bool = True
 
     def __post_init__(self) -> None:
         # from_dict names TOML keys; this backstop catches direct construction and replace()
@@ -97,7 +100,7 @@ class ArrayConfig:
         if self.acc_bits < self.weight_bits + self.act_bits:
             raise ConfigError(f"array {self.name!r}: {self.acc_bits} accumulator bits cannot hold one "
                               f"{self.weight_bits}×{self.act_bits}-bit product")
-        for key in ("group_skipping", "fold_overlap", "allow_accumulator_wrap"):
+        for key in ("group_skipping", "fold_overlap", "allow_accumulator_wrap", "double_buffer"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"array {self.name!r}: {key} must be true or false, not "
                                   f"{getattr(self, key)!r}")
@@ -153,7 +156,8 @@ class ArrayConfig:
             "memory": {"weight_sram_kib": self.weight_sram_kib, "act_sram_kib": self.act_sram_kib,
                        "out_sram_kib": self.out_sram_kib,
                        "sram_bytes_per_cycle": self.sram_bytes_per_cycle,
-                       "dram_bytes_per_cycle": self.dram_bytes_per_cycle},
+                       "dram_bytes_per_cycle": self.dram_bytes_per_cycle,
+                       "double_buffer": self.double_buffer},
             "energy": asdict(self.energy),
         }
 
@@ -193,13 +197,14 @@ class ArrayConfig:
             weight_sram_kib=mem.float("weight_sram_kib", 256), act_sram_kib=mem.float("act_sram_kib", 256),
             out_sram_kib=mem.float("out_sram_kib", 128),
             sram_bytes_per_cycle=mem.float("sram_bytes_per_cycle", 128),
-            dram_bytes_per_cycle=mem.float("dram_bytes_per_cycle", 16), energy=energy,
+            dram_bytes_per_cycle=mem.float("dram_bytes_per_cycle", 16),
+            double_buffer=mem.bool("double_buffer", True), energy=energy,
             fold_overlap=r.bool("fold_overlap", False),
             allow_accumulator_wrap=r.bool("allow_accumulator_wrap", False))
         sp.reject_unknown({"m", "n", "group_skipping"})
         bits.reject_unknown({"weight", "activation", "accumulator"})
         mem.reject_unknown({"weight_sram_kib", "act_sram_kib", "out_sram_kib", "sram_bytes_per_cycle",
-                            "dram_bytes_per_cycle"})
+                            "dram_bytes_per_cycle", "double_buffer"})
         en.reject_unknown(set(EnergyTable.__dataclass_fields__))
         return cfg
 

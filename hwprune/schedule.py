@@ -37,7 +37,9 @@ from .errors import ConfigError, UnsupportedLayerError
 from .ir import LayerSpec
 from .patterns import NM, Block, Channel, Dense, SparsityPattern, group_view
 
-__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "k_prime", "RtlTiming", "RTL_TIMING"]
+__all__ = ["Schedule", "Fold", "make_schedule", "group_slot_counts", "k_prime", "RtlTiming", "RTL_TIMING",
+           "PASS_ORDERS", "Pass", "PassCapacity", "PassGrid", "PassPlan", "PassWords", "pass_capacity",
+           "pass_timeline", "plan_grid", "plan_passes", "transfer_cycles"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,3 +405,463 @@ def _issued_from_mask(mask: np.ndarray, groups: int, npg: int, kept: np.ndarray 
     padded = np.zeros((groups, col_tiles * cols, kg), dtype=bool)
     padded[:, :n_out] = any_in_group
     return padded.reshape(groups, col_tiles, cols, kg).any(axis=2)
+
+
+# -- passes: a layer in SRAM-sized pieces, and the data the host moves for them ----------------
+#
+# A pass is a rectangle of the layer's schedule (one conv group, whole R-row tiles, whole C-column
+# tiles of the compacted channels, whole K groups) small enough for one bank of every memory; it
+# runs on the unchanged design as an ordinary layer image.  The planner cuts the layer greedily
+# (whole K if one tile's K fits, else the most K groups that fit; then the most column tiles with
+# one row tile; then the most row tiles) and orders the pass grid of each conv group columns-outer
+# or rows-outer, K chunks innermost, whichever moves fewer DRAM bytes (ties: columns-outer).
+#
+# Reuse rule: a pass does not load a memory (weights and stream together, acts, desc) whose words
+# in its bank are already the ones it needs — the previous pass on that bank (p − 1 single-,
+# p − 2 double-buffered) needed the same weight tiles and K range (weights, stream), the same rows
+# and K range (acts), or identical descriptors (desc: same tile count, row count, K′ of every tile
+# and activation block).  Outputs are always stored.
+#
+# Timeline (L_p load, A_p array, S_p store cycles of pass p; one DMA channel):
+# * single-buffered: L_p, start, A_p, S_p, pass after pass: total = Σ (L_p + A_p + S_p);
+# * double-buffered, DMA program L_0, L_1, [wait done_0] S_0, L_2, [wait done_1] S_1, …, S_{P−1}, and
+#   pass p starts at max(end of L_p, done of p − 1).  S_{p−1} then starts when pass p does, so
+#   start_{p+1} − start_p = max(S_{p−1} + L_{p+1}, A_p), and
+#   total = L_0 + Σ_p max(S_{p−1} + L_{p+1}, A_p) + S_{P−1}  (S_{−1} = L_P = 0).
+#
+# Layers of any M are costed in closed form: along each grid dimension with n ≥ 5 chunks the
+# passes of chunks 2 … n − 3 see the same neighbourhood (two passes back, one ahead: all the reuse
+# rule and the timeline look at), so they are one entry of weight n − 4 in a sequence of
+# chunks 0, 1, [2 … n − 3], n − 2, n − 1 (the last chunk may be partial).
+
+#: Orders of the pass grid of a conv group (K chunks innermost): what stays on chip.
+PASS_ORDERS = ("cols-outer", "rows-outer")
+
+
+@dataclass(frozen=True, slots=True)
+class PassWords:
+    """Words per memory (of :func:`hwprune.images.memory_map`); ``stream`` = ``weights``."""
+
+    weights: int
+    stream: int
+    acts: int
+    desc: int
+    outputs: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class PassCapacity:
+    """One bank of each memory, in words (the whole memory single-buffered, ⌊depth / 2⌋ double),
+    and the bytes of one word of each memory (what the DMA moves per word)."""
+
+    weights: int       # weight (and stream) words
+    acts: int
+    folds: int         # descriptors, each with R output words
+    word_bytes: PassWords
+
+
+def pass_capacity(array: ArrayConfig, slots: int) -> PassCapacity:
+    """The per-bank capacities of the design for ``array`` issuing ``slots`` per group."""
+    from .images import memory_map  # images builds on this module
+
+    mm = memory_map(array, slots)
+    banks = 2 if array.double_buffer else 1
+    return PassCapacity(mm["weights"].depth // banks, mm["acts"].depth // banks,
+                        min(mm["desc"].depth // banks, mm["outputs"].depth // banks // array.rows),
+                        PassWords(*(mm[m].word_bytes for m in PassWords.__slots__)))
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """One pass: a rectangle of the schedule, the bank it uses and the data it moves.
+
+    ``row_tiles``, ``col_tiles`` (of the compacted channels) and ``k_groups`` are ranges of the
+    layer schedule's tiles and K groups; its folds are the schedule's folds inside them, in the
+    same order, with the same issued groups.  ``words`` are what the pass needs in each memory
+    (outputs: what it writes); ``loads`` the memories it loads (the others are reused).
+    """
+
+    index: int
+    group: int
+    row_tiles: range
+    col_tiles: range
+    k_groups: range
+    bank: int
+    words: PassWords
+    loads: tuple[str, ...]
+    load_cycles: int
+    array_cycles: int
+    store_cycles: int
+
+
+@dataclass(frozen=True, slots=True)
+class PassPlan:
+    """A layer's passes: chunk sizes, order, buffering, and what they cost.
+
+    ``row_chunk``/``col_chunk`` tiles and ``k_chunk`` K groups per pass (the last of each may
+    be smaller); ``moved`` the words each memory moves to or from DRAM over the layer (reused
+    loads excluded); ``array_cycles`` = Σ A_p, ``cycles`` the timeline's total, ``load_cycles``
+    and ``store_cycles`` the DMA's Σ L_p and Σ S_p.
+    """
+
+    schedule: Schedule
+    array: ArrayConfig
+    capacity: PassCapacity
+    order: str
+    row_chunk: int
+    col_chunk: int
+    k_chunk: int
+    moved: PassWords
+    array_cycles: int
+    cycles: int
+    load_cycles: int
+    store_cycles: int
+
+    @property
+    def double_buffer(self) -> bool:
+        return self.array.double_buffer
+
+    @property
+    def row_passes(self) -> int:
+        return math.ceil(self.schedule.row_tiles / self.row_chunk)
+
+    @property
+    def col_passes(self) -> int:
+        return math.ceil(self.schedule.col_tiles / self.col_chunk)
+
+    @property
+    def k_split(self) -> int:
+        """K chunks per tile (1: whole K; more: the host adds the int32 partial sums)."""
+        return math.ceil(self.schedule.k_groups / self.k_chunk)
+
+    @property
+    def count(self) -> int:
+        return self.schedule.groups * self.row_passes * self.col_passes * self.k_split
+
+    @property
+    def moved_bytes(self) -> PassWords:
+        wb = self.capacity.word_bytes
+        return PassWords(*(getattr(self.moved, f) * getattr(wb, f) for f in PassWords.__slots__))
+
+    def passes(self) -> Iterator[Pass]:
+        """Every pass in execution order (a small layer's: the sequence is built whole)."""
+        _check_size_n(self.schedule, "passes", self.count)
+        grid = _grid(self.schedule, self.array, self.capacity)
+        ch = _chunks(grid)
+        seq = _sequence(grid, ch, self.order == "rows-outer", explicit=True)
+        t = _pass_terms(grid, ch, seq)
+        words, loads = [x[0] for x in t["need"]], [x[0] for x in t["loaded"]]
+        L, A, S = t["L"][0], t["A"][0], t["S"][0]
+        g_i, c_i, r_i, k_i = (x[0] for x in (seq.g, seq.c, seq.r, seq.k))
+        sched = self.schedule
+        for p in range(int(seq.w.shape[1])):
+            rows = range(int(r_i[p]) * self.row_chunk, min(sched.row_tiles, (int(r_i[p]) + 1) * self.row_chunk))
+            cols = range(int(c_i[p]) * self.col_chunk, min(sched.col_tiles, (int(c_i[p]) + 1) * self.col_chunk))
+            ks = range(int(k_i[p]) * self.k_chunk, min(sched.k_groups, (int(k_i[p]) + 1) * self.k_chunk))
+            yield Pass(p, int(g_i[p]), rows, cols, ks, p % 2 if self.double_buffer else 0,
+                       PassWords(*(int(words[m][p]) for m in range(5))),
+                       tuple(name for name, m in zip(PassWords.__slots__, loads) if m[p]),
+                       int(L[p]), int(A[p]), int(S[p]))
+
+
+def transfer_cycles(words, word_bytes, dram_bytes_per_cycle):
+    """DMA cycles of one memory load or store: the host port takes one word per cycle and DRAM
+    gives ``dram_bytes_per_cycle``: max(words, ⌈words × word_bytes / dram_bytes_per_cycle⌉).
+    Numbers or numpy arrays."""
+    return np.maximum(words, np.ceil(words * word_bytes / dram_bytes_per_cycle).astype(np.int64))
+
+
+def pass_timeline(load, array, store, double_buffer, count=None):
+    """Total cycles of a sequence of passes (last axis), from their load, array and store cycles.
+
+    ``count`` (same shape) repeats an entry that stands for that many consecutive passes with
+    the same neighbours (the closed form over runs, see the comment above :data:`PASS_ORDERS`);
+    ``double_buffer`` may be an array over the leading axes.
+    """
+    load, array, store = (np.asarray(x, dtype=np.int64) for x in (load, array, store))
+    count = np.ones_like(array) if count is None else np.asarray(count, dtype=np.int64)
+    single = (count * (load + array + store)).sum(axis=-1)
+    zero = np.zeros_like(store[..., :1])
+    s_prev = np.concatenate([zero, store[..., :-1]], axis=-1)
+    l_next = np.concatenate([load[..., 1:], zero], axis=-1)
+    double = load[..., 0] + (count * np.maximum(s_prev + l_next, array)).sum(axis=-1) + store[..., -1]
+    return np.where(double_buffer, double, single)
+
+
+def plan_passes(sched: Schedule, array: ArrayConfig, order: str | None = None) -> PassPlan:
+    """Cut ``sched`` into passes that fit one bank of ``array``'s memories and cost them.
+
+    Parameters
+    ----------
+    sched : Schedule
+        The layer's schedule on ``array`` (exact or statistical).
+    array : ArrayConfig
+        Its memories, ``double_buffer`` and ``dram_bytes_per_cycle``.
+    order : {"cols-outer", "rows-outer"}, optional
+        Force an order; by default the one moving fewer DRAM bytes.
+
+    Raises
+    ------
+    ConfigError
+        When one bank cannot hold one K group of one tile (or one fold).
+    """
+    if order is not None and order not in PASS_ORDERS:
+        raise ConfigError(f"pass order must be one of {PASS_ORDERS}, not {order!r}")
+    cap = pass_capacity(array, sched.slots)
+    grid = _grid(sched, array, cap)
+    res = plan_grid(grid, None if order is None else np.array([[order == "rows-outer"]]))
+    if not res["ok"][0]:
+        raise ConfigError(
+            f"array {array.name!r}: one {'bank' if array.double_buffer else 'copy'} of its memories "
+            f"({cap.weights} weight, {cap.acts} activation words, {cap.folds} folds) cannot hold one K "
+            f"group of one {array.rows}×{array.cols} tile; use larger SRAMs"
+            + (" or double_buffer = false" if array.double_buffer else ""))
+    v = {k: int(x[0]) for k, x in res.items()}
+    return PassPlan(sched, array, cap, PASS_ORDERS[v["rows_outer"]], v["rr"], v["cc"], v["kc"],
+                    PassWords(*(v[f"moved_{m}"] for m in PassWords.__slots__)), v["array_cycles"],
+                    v["cycles"], v["load_cycles"], v["store_cycles"])
+
+
+def _check_size_n(sched: Schedule, what: str, count: int) -> None:
+    if count > MAX_SCHEDULE_ENTRIES:
+        raise UnsupportedLayerError(f"M={sched.M:,} K={sched.K:,} gives {count:,} {what}; at most "
+                                    f"{MAX_SCHEDULE_ENTRIES:,} are listed (costing has no limit)")
+
+
+@dataclass(frozen=True, slots=True)
+class PassGrid:
+    """What the planner needs of a layer on P arrays: numpy columns of shape (P, 1).
+
+    ``per_group`` is set (P = 1) for a mask schedule with group skipping, whose weight tiles
+    issue different K groups: (groups, col_tiles, k_groups) issued slot counts.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    groups: int
+    K: int
+    group_size: np.ndarray
+    slots: np.ndarray
+    expected: np.ndarray
+    row_tiles: np.ndarray
+    col_tiles: np.ndarray
+    k_groups: np.ndarray
+    gap: np.ndarray
+    fill: np.ndarray
+    cap_w: np.ndarray
+    cap_a: np.ndarray
+    cap_f: np.ndarray
+    word_bytes: tuple[np.ndarray, ...]   # PassWords order
+    dram_bpc: np.ndarray
+    double: np.ndarray
+    per_group: np.ndarray | None = None
+
+    def take(self, sel: np.ndarray) -> PassGrid:
+        """The grid of configs ``sel``."""
+        pick = {f: (getattr(self, f)[sel] if isinstance(getattr(self, f), np.ndarray) and f != "per_group"
+                    else getattr(self, f)) for f in self.__slots__}
+        pick["word_bytes"] = tuple(b[sel] for b in self.word_bytes)
+        return PassGrid(**pick)
+
+
+def _col(x) -> np.ndarray:
+    return np.asarray(x).reshape(-1, 1)
+
+
+def _grid(sched: Schedule, array: ArrayConfig, cap: PassCapacity) -> PassGrid:
+    per_group = None
+    if any(sched.issued.strides):
+        per_group = sched.issued.astype(np.int64) * sched.slot_counts()
+    gap = RTL_TIMING.fold_gap(sched.rows, sched.cols, sched.fold_overlap)
+    return PassGrid(_col(sched.rows), _col(sched.cols), sched.groups, sched.K, _col(sched.group_size),
+                    _col(sched.slots), _col(float(sched.expected_issue)), _col(sched.row_tiles),
+                    _col(sched.col_tiles), _col(sched.k_groups), _col(gap), _col(sched.fill_cycles()),
+                    _col(cap.weights), _col(cap.acts), _col(cap.folds),
+                    tuple(_col(getattr(cap.word_bytes, f)) for f in PassWords.__slots__),
+                    _col(float(array.dram_bytes_per_cycle)), _col(array.double_buffer), per_group)
+
+
+def _k_terms(g: PassGrid, k, kc) -> tuple[np.ndarray, np.ndarray]:
+    """Issued slots per weight tile (every group issued, scaled by ``expected``) and activation
+    words per row tile of K chunk ``k`` of ``kc`` groups."""
+    groups = np.minimum(kc, g.k_groups - k * kc)
+    rem = g.K % g.group_size
+    partial = ((k + 1) * kc >= g.k_groups) & (rem > 0)
+    slot_sum = groups * g.slots - np.where(partial, g.slots - np.minimum(rem, g.slots), 0)
+    kp = np.where(g.expected == 1.0, slot_sum, np.rint(slot_sum * g.expected)).astype(np.int64)
+    dense = g.slots == g.group_size
+    ab = np.where(dense, groups * g.group_size - np.where(partial, g.group_size - rem, 0), groups)
+    return kp, ab
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunks:
+    ok: np.ndarray
+    kc: np.ndarray
+    cc: np.ndarray
+    rr: np.ndarray
+    tile_kp: np.ndarray | None     # (groups, col_tiles, K chunks): a mask schedule's slots per tile and chunk
+
+    def take(self, sel: np.ndarray) -> _Chunks:
+        return _Chunks(self.ok[sel], self.kc[sel], self.cc[sel], self.rr[sel], self.tile_kp)
+
+
+def _chunks(g: PassGrid) -> _Chunks:
+    """Greedy chunk sizes: whole K if a tile's K fits, else the most K groups that fit; then the
+    most column tiles with one row tile; then the most row tiles."""
+    kp_whole, ab_whole = _k_terms(g, 0, g.k_groups)
+    if g.per_group is not None:
+        kp_whole = _col(g.per_group.sum(axis=2).max(initial=0))
+    window = np.where(g.slots == g.group_size, g.group_size, 1)
+    fits = (kp_whole <= g.cap_w) & (ab_whole <= g.cap_a)
+    kc = np.where(fits, g.k_groups, np.minimum(np.minimum(g.cap_w // g.slots, g.cap_a // window), g.k_groups))
+    ok = (kc >= 1) & (g.cap_f >= 1)
+    kc = np.maximum(kc, 1)
+    kp0, ab0 = _k_terms(g, 0, kc)
+    tile_kp = None
+    if g.per_group is not None and ok.all():
+        tile_kp = np.add.reduceat(g.per_group, np.arange(0, int(g.k_groups[0, 0]), int(kc[0, 0])), axis=2)
+        kp0 = _col(tile_kp.max(initial=0))
+    cc = np.minimum(np.minimum(g.col_tiles, np.maximum(g.cap_f, 1)),
+                    np.where(kp0 > 0, g.cap_w // np.maximum(kp0, 1), g.col_tiles))
+    cc = np.maximum(cc, 1)
+    rr = np.maximum(np.minimum(np.minimum(g.row_tiles, g.cap_a // np.maximum(ab0, 1)), g.cap_f // cc), 1)
+    return _Chunks(ok, kc, cc, rr, tile_kp)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sequence:
+    """Passes in execution order, (P, E): each entry's conv group, column, row and K chunk, and
+    how many consecutive passes it stands for (``w``)."""
+
+    w: np.ndarray
+    g: np.ndarray
+    c: np.ndarray
+    r: np.ndarray
+    k: np.ndarray
+
+
+#: entries a compressed grid dimension keeps: chunks 0, 1, [2 … n − 3], n − 2, n − 1
+_KEPT = 5
+
+
+def _dim(n: np.ndarray, explicit: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk indices and weights of one grid dimension with ``n`` chunks, (P, s); every row of
+    ``n`` has the same min(n, 5) (or P = 1 when ``explicit``)."""
+    P = n.shape[0]
+    s = int(n.max()) if explicit else min(int(n.max()), _KEPT)
+    if explicit or s < _KEPT:
+        return np.broadcast_to(np.arange(s), (P, s)), np.ones((P, s), dtype=np.int64)
+    one = np.ones_like(n)
+    return (np.concatenate([0 * one, one, 2 * one, n - 2, n - 1], axis=1),
+            np.concatenate([one, one, n - 4, one, one], axis=1))
+
+
+def _grid_counts(g: PassGrid, ch: _Chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Chunks per dimension (conv groups, columns, rows, K), each (P, 1)."""
+    return (np.full_like(ch.cc, g.groups), -(-g.col_tiles // ch.cc), -(-g.row_tiles // ch.rr),
+            -(-g.k_groups // ch.kc))
+
+
+def _sequence(g: PassGrid, ch: _Chunks, rows_outer: bool, explicit: bool = False) -> _Sequence:
+    """The pass sequence of one order: conv group, outer, inner, K chunk.  Dimensions whose
+    passes differ in their words (a mask schedule's groups, columns and K chunks) are listed
+    whole, the others compressed (``explicit``: everything listed)."""
+    n_g, n_c, n_r, n_k = _grid_counts(g, ch)
+    listed = explicit or g.per_group is not None
+    dims = [("g", n_g, listed), ("c", n_c, listed), ("r", n_r, explicit), ("k", n_k, listed)]
+    if rows_outer:
+        dims[1], dims[2] = dims[2], dims[1]
+    parts = [_dim(n, e) for _, n, e in dims]
+    P = n_c.shape[0]
+    shape = (P, *(idx.shape[1] for idx, _ in parts))
+    out, w = {}, np.ones(shape, dtype=np.int64)
+    for d, ((name, _, _), (idx, wt)) in enumerate(zip(dims, parts)):
+        view = [P] + [1] * len(parts)
+        view[d + 1] = idx.shape[1]
+        out[name] = np.broadcast_to(idx.reshape(view), shape).reshape(P, -1)
+        w = w * wt.reshape(view)
+    return _Sequence(w.reshape(P, -1), out["g"], out["c"], out["r"], out["k"])
+
+
+def _back(x: np.ndarray, d: int) -> np.ndarray:
+    """``x`` shifted ``d`` entries later along the sequence, −1 (never a value) in front."""
+    return np.concatenate([np.full_like(x[:, :d], -1), x[:, :-d]], axis=1)[:, : x.shape[1]]
+
+
+def _same(keys: list[np.ndarray], double: np.ndarray) -> np.ndarray:
+    """Whether each pass's key equals that of the previous pass on its bank (p − 1, or p − 2
+    double-buffered)."""
+    one = np.logical_and.reduce([k == _back(k, 1) for k in keys])
+    two = np.logical_and.reduce([k == _back(k, 2) for k in keys])
+    return np.where(double, two, one)
+
+
+def _pass_terms(g: PassGrid, ch: _Chunks, seq: _Sequence) -> dict[str, np.ndarray]:
+    """Per entry of the sequence: words each memory needs and moves, L, A and S cycles."""
+    ncol = np.minimum(ch.cc, g.col_tiles - seq.c * ch.cc)
+    nrow = np.minimum(ch.rr, g.row_tiles - seq.r * ch.rr)
+    kp, ab = _k_terms(g, seq.k, ch.kc)
+    if ch.tile_kp is None:
+        weights, dtile = ncol * kp, np.zeros_like(kp)
+    else:
+        starts = np.arange(0, int(g.col_tiles[0, 0]), int(ch.cc[0, 0]))
+        table = np.add.reduceat(ch.tile_kp, starts, axis=1)
+        ids: dict[tuple, int] = {}
+        dtable = np.array([[[ids.setdefault(tuple(ch.tile_kp[gi, c0:c0 + int(ch.cc[0, 0]), ki]), len(ids))
+                             for ki in range(ch.tile_kp.shape[2])] for c0 in starts]
+                           for gi in range(ch.tile_kp.shape[0])], dtype=np.int64)
+        weights, dtile = table[seq.g, seq.c, seq.k], dtable[seq.g, seq.c, seq.k]
+    folds = ncol * nrow
+    need = (weights, weights, nrow * ab, folds, g.rows * folds)
+    reuse_w = _same([seq.g, seq.c, seq.k], g.double)
+    reuse_a = _same([seq.g, seq.r, seq.k], g.double)
+    reuse_d = _same([ncol, nrow, weights, ab, dtile], g.double)
+    moved = tuple(np.where(reuse, 0, words) for reuse, words in
+                  zip((reuse_w, reuse_w, reuse_a, reuse_d), need[:4])) + (need[4],)
+    tr = [transfer_cycles(m, b, g.dram_bpc) for m, b in zip(moved, g.word_bytes)]
+    return {"need": need, "moved": moved, "loaded": (~reuse_w, ~reuse_w, ~reuse_a, ~reuse_d),
+            "L": tr[0] + tr[1] + tr[2] + tr[3], "S": tr[4],
+            "A": nrow * (weights + ncol * g.gap) - g.gap + g.rows + g.cols - 3 + g.fill}
+
+
+def plan_grid(g: PassGrid, rows_outer: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Plan and cost the passes of a layer on every config of ``g`` (numpy over configs).
+
+    Returns (P,) arrays: ``ok`` (one bank holds a K group of a tile), chunk sizes ``kc`` (K
+    groups), ``cc``, ``rr`` (tiles), ``rows_outer`` (the order, chosen by fewer DRAM bytes
+    unless given), ``passes``, ``moved_<memory>`` words, ``moved_bytes``, ``array_cycles``
+    (Σ A_p), ``cycles`` (the timeline), ``load_cycles`` and ``store_cycles``.
+    """
+    ch = _chunks(g)
+    P = ch.kc.shape[0]
+    keys = ["passes", "array_cycles", "cycles", "load_cycles", "store_cycles", "moved_bytes",
+            *(f"moved_{m}" for m in PassWords.__slots__)]
+    out = {k: np.zeros(P, dtype=np.int64) for k in keys}
+    out["rows_outer"] = np.zeros(P, dtype=bool)
+    counts = np.concatenate([np.minimum(n, _KEPT) for n in _grid_counts(g, ch)] + [g.double.astype(np.int64)], axis=1)
+    _, group_of = np.unique(counts, axis=0, return_inverse=True)
+    for u in np.unique(group_of):
+        sel = np.flatnonzero(group_of.reshape(-1) == u)
+        sub, sch = (g, ch) if sel.size == P else (g.take(sel), ch.take(sel))
+        res = []
+        for order in (False, True):
+            seq = _sequence(sub, sch, order)
+            t = _pass_terms(sub, sch, seq)
+            w = seq.w
+            r = {"passes": w.sum(axis=1), "array_cycles": (w * t["A"]).sum(axis=1),
+                 "cycles": pass_timeline(t["L"], t["A"], t["S"], sub.double[:, 0], w),
+                 "load_cycles": (w * t["L"]).sum(axis=1), "store_cycles": (w * t["S"]).sum(axis=1)}
+            for m, words, b in zip(PassWords.__slots__, t["moved"], sub.word_bytes):
+                r[f"moved_{m}"] = (w * words).sum(axis=1)
+            r["moved_bytes"] = sum(r[f"moved_{m}"] * b[:, 0] for m, b in zip(PassWords.__slots__, sub.word_bytes))
+            res.append(r)
+        pick = (res[1]["moved_bytes"] < res[0]["moved_bytes"]) if rows_outer is None else rows_outer[sel, 0]
+        for k in keys:
+            out[k][sel] = np.where(pick, res[1][k], res[0][k])
+        out["rows_outer"][sel] = pick
+    out.update(ok=ch.ok[:, 0], kc=ch.kc[:, 0], cc=ch.cc[:, 0], rr=ch.rr[:, 0])
+    return out
