@@ -32,7 +32,7 @@ import numpy as np
 from .config import ArrayConfig
 from .errors import ConfigError, ExportError, UnsupportedLayerError
 from .io import write_bytes, write_text
-from .ir import LayerSpec
+from .ir import LayerKind, LayerSpec
 from .patterns import SparsityPattern
 from .schedule import Fold, Schedule, make_schedule
 
@@ -43,8 +43,17 @@ __all__ = [
     "LayerImages",
     "MemoryLayout",
     "MemoryMap",
+    "PassImages",
+    "bank_base",
+    "bank_words",
     "build_images",
+    "build_pass_images",
+    "checked_operands",
     "decode_outputs",
+    "padded_outputs",
+    "pass_schedule",
+    "scatter_outputs",
+    "unpad_outputs",
     "memory_map",
     "read_images",
     "reference_outputs",
@@ -296,34 +305,54 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
     UnsupportedLayerError
         When the layer does not fit the memories sized by the array config.
     """
-    w, x = _operands(layer, weights, acts, array)
+    w, x = checked_operands(layer, weights, acts, array)
     # an activation×activation matmul (attention) takes its second operand (K or V) in the weight
     # memory, written at run time: its zeros are not known when the schedule is laid out, so
     # every group is issued on the dense design (as the cost model counts it)
     sched = make_schedule(layer, array, pattern, w != 0 if layer.has_weights else None)
     mm = memory_map(array, sched.slots)
-    columns = _column_channels(sched, layer.n_per_group, mm.cols)
-    tiles = _weight_tiles(layer, w, sched, mm, columns)
-    a_block = sched.k_groups if not mm.dense else layer.K
-    _check_fits(layer, array, mm, {"weights": tiles.slots, "acts": layer.groups * sched.row_tiles * a_block,
-                                   "desc": sched.folds_count, "outputs": sched.folds_count * mm.rows})
+    words, need = _lay_out(layer, w, x, sched, mm, {})
+    _check_fits(layer, array, mm, need)
     expected = reference_outputs(w, x, layer.groups, array.acc_bits)
-    words = {
-        "weights": mm["weights"].pack(np.stack([tiles.values, tiles.index], axis=2)),
-        "stream": mm["stream"].pack(tiles.offsets[:, None]),
-        "acts": mm["acts"].pack(_activation_words(layer, x, sched, mm)),
-        "desc": mm["desc"].pack(_descriptors(sched, tiles.base, a_block)[:, None, :]),
-        "outputs": mm["outputs"].pack(_output_words(sched, mm, _pad_outputs(sched, mm, expected, columns))),
-    }
+    columns = _column_channels(sched, layer.n_per_group, mm.cols)
+    words["outputs"] = mm["outputs"].pack(_output_words(sched, mm, _pad_outputs(sched, mm, expected, columns)))
     meta = {"layer": layer.name, "M": layer.M, "K": layer.K, "N": layer.N, "groups": layer.groups,
             "slots": mm.slots, "group_size": mm.group_size, "folds": sched.folds_count,
             "pattern": str(pattern) if pattern is not None else None}
     return LayerImages(layer.name, sched, mm, words, expected, meta)
 
 
-def _operands(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray,
-              array: ArrayConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Checked int64 operands: weights N×K, activations (groups, M, K)."""
+def _lay_out(layer: LayerSpec, w: np.ndarray, x: np.ndarray, sched: Schedule, mm: MemoryMap,
+             base: Mapping[str, int]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """The words of every loaded memory for ``sched`` (walked once), descriptors pointing at
+    the ``base`` addresses (memory → first address, 0 when absent), and the words each memory
+    needs (outputs included)."""
+    columns = _column_channels(sched, layer.n_per_group, mm.cols)
+    tiles = _weight_tiles(layer, w, sched, mm, columns)
+    a_block = sched.k_groups if not mm.dense else layer.K
+    desc = _descriptors(sched, tiles.base, a_block)
+    desc[:, 0] += base.get("weights", 0)
+    desc[:, 2] += base.get("acts", 0)
+    words = {
+        "weights": mm["weights"].pack(np.stack([tiles.values, tiles.index], axis=2)),
+        "stream": mm["stream"].pack(tiles.offsets[:, None]),
+        "acts": mm["acts"].pack(_activation_words(layer, x, sched, mm)),
+        "desc": mm["desc"].pack(desc[:, None, :]),
+    }
+    need = {"weights": tiles.slots, "acts": layer.groups * sched.row_tiles * a_block,
+            "desc": sched.folds_count, "outputs": sched.folds_count * mm.rows}
+    return words, need
+
+
+def checked_operands(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray,
+                     array: ArrayConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Checked int64 operands: weights N×K, activations (groups, M, K) (a 2-D (M, K) is one group).
+
+    Raises
+    ------
+    ConfigError
+        Not integers, out of the array's operand range, or not the layer's shapes.
+    """
     w = _check_int8("weights", weights, array.weight_bits)
     x = _check_int8("activations", acts, array.act_bits)
     if x.ndim == 2:
@@ -471,21 +500,132 @@ def _output_words(sched: Schedule, mm: MemoryMap, ypad: np.ndarray) -> np.ndarra
 def decode_outputs(words: list[int], images: LayerImages) -> np.ndarray:
     """Output-memory words (fold order) back to (groups, M, n_out) int64, padding dropped."""
     sched, mm = images.schedule, images.map
+    ypad = padded_outputs(sched, mm)
+    scatter_outputs(ypad, words, sched, mm)
+    return unpad_outputs(ypad, sched, mm, images.expected.shape[2])
+
+
+def padded_outputs(sched: Schedule, mm: MemoryMap) -> np.ndarray:
+    """Zero int64 outputs of ``sched`` on its padded grid: (groups, row tiles × R, column tiles × C),
+    compacted columns (what :func:`scatter_outputs` fills and :func:`unpad_outputs` reads)."""
+    return np.zeros((sched.groups, sched.row_tiles * mm.rows, sched.col_tiles * mm.cols), dtype=np.int64)
+
+
+def scatter_outputs(ypad: np.ndarray, words: list[int], sched: Schedule, mm: MemoryMap, *,
+                    group: int = 0, row: int = 0, col: int = 0) -> None:
+    """Add the output words of a run of ``sched`` (R per fold, fold order) into ``ypad`` in place,
+    its (conv group 0, row 0, column 0) at (``group``, ``row``, ``col``), wrapped to the
+    accumulator width: partial sums over K chunks add up exactly as the array would."""
     R, C = mm.rows, mm.cols
-    n_folds = images.folds
+    n_folds = sched.folds_count
     if len(words) < n_folds * R:
-        raise ExportError(f"{images.layer}: {len(words)} output words, expected {n_folds * R}")
+        raise ExportError(f"{len(words)} output words, expected {n_folds * R}")
     vals = _unpack_signed(words[: n_folds * R], mm["outputs"]).reshape(n_folds, R, C)
-    npg = images.expected.shape[2]
-    ypad = np.zeros((sched.groups, sched.row_tiles * R, sched.col_tiles * C), dtype=np.int64)
     for f in sched.folds():
-        ypad[f.group, f.row_start: f.row_start + R, f.col_start: f.col_start + C] = vals[f.index]
-    columns = _column_channels(sched, npg, C)
+        r0, c0 = row + f.row_start, col + f.col_start
+        tile = ypad[group + f.group, r0: r0 + R, c0: c0 + C]
+        tile[:] = wrap(tile + vals[f.index], mm.acc_bits)
+
+
+def unpad_outputs(ypad: np.ndarray, sched: Schedule, mm: MemoryMap, npg: int) -> np.ndarray:
+    """(groups, M, ``npg``) outputs from the padded grid, compacted columns back to channels."""
+    columns = _column_channels(sched, npg, mm.cols)
     out = np.zeros((sched.groups, sched.M, npg), dtype=np.int64)
     for g in range(sched.groups):
         live = columns[g] >= 0
         out[g][:, columns[g, live]] = ypad[g, : sched.M, live].T
     return out
+
+
+# -- passes ------------------------------------------------------------------------------------
+
+def bank_words(mm: MemoryMap, name: str, double_buffer: bool) -> int:
+    """Words of one bank of memory ``name``: the whole memory single-buffered, ⌊depth/2⌋ double."""
+    depth = mm[name].depth
+    return depth // 2 if double_buffer else depth
+
+
+def bank_base(mm: MemoryMap, bank: int, double_buffer: bool) -> dict[str, int]:
+    """First address of ``bank`` (0 or 1) in every memory: 0 single-buffered, else
+    ``bank`` × ⌊depth/2⌋ (weights and stream share addresses: same depth, same base)."""
+    if bank not in (0, 1) or (bank and not double_buffer):
+        raise ConfigError(f"bank must be 0{' or 1' if double_buffer else ''}, not {bank!r}")
+    return {name: bank * bank_words(mm, name, True) if double_buffer else 0 for name in MEMORIES}
+
+
+def pass_schedule(sched: Schedule, *, group: int, row_tiles: range, col_tiles: range,
+                  k_groups: range) -> Schedule:
+    """The schedule of one pass: the layer schedule ``sched`` restricted to conv group ``group``,
+    its row tiles, column tiles (of compacted channels) and K groups, as a one-group layer.
+
+    Its folds are the layer's folds of that rectangle, in the same order, issuing the same
+    groups (the issued groups inside the K range); the columns keep the layer's channels."""
+    R, C, gs = sched.rows, sched.cols, sched.group_size
+    for what, r, n in (("row_tiles", row_tiles, sched.row_tiles), ("col_tiles", col_tiles, sched.col_tiles),
+                       ("k_groups", k_groups, sched.k_groups)):
+        if r.step != 1 or not 0 <= r.start < r.stop <= n:
+            raise ConfigError(f"pass {what} {r!r} is not a non-empty range inside 0..{n}")
+    if not 0 <= group < sched.groups:
+        raise ConfigError(f"pass group {group!r} is not in 0..{sched.groups - 1}")
+    r0, r1 = row_tiles.start * R, min(row_tiles.stop * R, sched.M)
+    c0, c1 = col_tiles.start * C, min(col_tiles.stop * C, sched.n_out)
+    k0, k1 = k_groups.start * gs, min(k_groups.stop * gs, sched.K)
+    kept = _column_channels(sched, sched.n_out, C)[group: group + 1, c0:c1]
+    issued = sched.issued[group: group + 1, col_tiles.start: col_tiles.stop, k_groups.start: k_groups.stop]
+    return Schedule(R, C, r1 - r0, k1 - k0, c1 - c0, 1, gs, sched.slots, issued, sched.expected_issue,
+                    kept, sched.fold_overlap)
+
+
+@dataclass(frozen=True, slots=True)
+class PassImages:
+    """One pass laid out in one bank: the words of every loaded memory (:data:`LOADED`, each
+    from ``base[name]``), the pass's own schedule, and where its outputs go in the layer
+    (conv ``group``, first output ``row``, first compacted column ``col``)."""
+
+    schedule: Schedule
+    words: Mapping[str, list[int]]
+    base: Mapping[str, int]
+    group: int
+    row: int
+    col: int
+
+    @property
+    def output_words(self) -> int:
+        """Words the pass's drain writes from ``base["outputs"]`` on: R per fold."""
+        return self.schedule.folds_count * self.schedule.rows
+
+
+def build_pass_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array: ArrayConfig,
+                      sched: Schedule, *, group: int, row_tiles: range, col_tiles: range,
+                      k_groups: range, bank: int = 0, double_buffer: bool = False) -> PassImages:
+    """Lay one pass of ``layer`` out at the base addresses of ``bank``.
+
+    ``sched`` is the layer's schedule (``build_images(...).schedule`` or the cost model's); the
+    pass is the rectangle of :func:`pass_schedule`.  Weights, stream and activation addresses
+    in the descriptors are absolute (the bank's bases added), so the design runs it from
+    ``desc_base = base["desc"]`` with outputs at ``out_base = base["outputs"]``.
+
+    Raises
+    ------
+    UnsupportedLayerError
+        The pass's words exceed one bank of a memory.
+    """
+    w, x = checked_operands(layer, weights, acts, array)
+    mm = memory_map(array, sched.slots)
+    sub = pass_schedule(sched, group=group, row_tiles=row_tiles, col_tiles=col_tiles, k_groups=k_groups)
+    npg = layer.n_per_group
+    r0, k0 = row_tiles.start * mm.rows, k_groups.start * mm.group_size
+    spec = LayerSpec(f"{layer.name}[g{group} r{row_tiles.start}:{row_tiles.stop} "
+                     f"c{col_tiles.start}:{col_tiles.stop} k{k_groups.start}:{k_groups.stop}]",
+                     LayerKind.LINEAR, sub.M, sub.K, npg)
+    base = bank_base(mm, bank, double_buffer)
+    words, need = _lay_out(spec, w[group * npg:(group + 1) * npg, k0: k0 + sub.K],
+                           x[group: group + 1, r0: r0 + sub.M, k0: k0 + sub.K], sub, mm, base)
+    for name, n in need.items():
+        if n > bank_words(mm, name, double_buffer):
+            raise UnsupportedLayerError(f"{spec.name}: needs {n} {name} words but a bank of array "
+                                        f"{array.name!r} holds {bank_words(mm, name, double_buffer)}")
+    return PassImages(sub, words, base, group, r0, col_tiles.start * mm.cols)
 
 
 def _unpack_signed(words: list[int], layout: MemoryLayout) -> np.ndarray:

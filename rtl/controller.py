@@ -13,7 +13,10 @@ with.  This block only counts through the descriptors with that timing:
 * ``RTL_TIMING.drain_offset`` = C − 2 cycles after a fold's last slot a drain token starts;
   ``read_latency`` cycles later the drain writes the R accumulator rows to the output memory,
   one per cycle (zeros for a fold with K′ = 0);
-* ``done`` rises the cycle after the last row of the last fold is written.
+* ``done`` rises the cycle after the last row of the last fold is written;
+* the descriptors are read from ``desc_base`` on and the outputs written from ``out_base`` on
+  (both latched at start); weight, stream and activation addresses are absolute in the
+  descriptors, so one pass's words may sit in either bank of a double-buffered memory.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Controller(wiring.Component):
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "cycles": Out(CYCLE_COUNTER_BITS),
+            "desc_base": In(mm["desc"].addr_bits), "out_base": In(mm["outputs"].addr_bits),
             "desc_addr": Out(mm["desc"].addr_bits), "desc_data": In(word_layout(mm["desc"])),
             "stream_addr": Out(mm["stream"].addr_bits), "stream_data": In(word_layout(mm["stream"])),
             "weight_addr": Out(mm["weights"].addr_bits),
@@ -127,9 +131,13 @@ class Controller(wiring.Component):
         return oaddr
 
     def _handshake(self, m: Module, run: Signal, fold: Signal, t: Signal, oaddr: Signal) -> None:
-        """start/done handshake and the cycle counter (start cycle = 0, counts up to done)."""
+        """start/done handshake and the cycle counter (start cycle = 0, counts up to done).
+
+        ``desc_base`` (the first descriptor) and ``out_base`` (the first output word) are
+        latched at start, so a host may change them, and write the other bank of every memory,
+        while the array computes (double buffering)."""
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         with m.If(self.start & ~self.busy):
             m.d.sync += [self.busy.eq(1), self.done.eq(0), self.cycles.eq(1), run.eq(1),
-                         fold.eq(0), t.eq(0), oaddr.eq(0)]
+                         fold.eq(self.desc_base), t.eq(0), oaddr.eq(self.out_base)]

@@ -89,7 +89,9 @@ def describe(array: ArrayConfig, slots: int) -> dict[str, object]:
                      "written; cycles = start cycle (0) to first done cycle; read outputs with "
                      "host_addr (data on host_data one cycle later); load a layer by writing "
                      "each word with host_we, host_mem (" + ", ".join(f"{i} = {n}" for i, n in enumerate(LOADED))
-                     + "), host_waddr and host_wdata (one word per cycle, before start)",
+                     + "), host_waddr and host_wdata (one word per cycle); desc_base and out_base "
+                     "(latched at start) select the bank a run reads its descriptors from and writes "
+                     "its outputs to, so the host may load one bank while the array computes from the other",
         "memories": memory_map(array, slots).to_dict(),
         "readmemh": {f"mem_{n}": f"+mem_{n}=FILE.hex" for n in MEMORIES},
     }

@@ -26,7 +26,9 @@ class SparseArrayTop(wiring.Component):
     """The N:M sparse MAC array with its memories.
 
     Ports: ``start``/``busy``/``done`` handshake; ``cycles`` counts from the start cycle (0) to
-    the first cycle ``done`` is high; ``host_addr``/``host_data`` read the output memory (one
+    the first cycle ``done`` is high; ``desc_base``/``out_base``, latched at start, are the
+    addresses of the run's first descriptor and first output word (a bank of a
+    double-buffered memory: the host loads one bank while the array computes from the other); ``host_addr``/``host_data`` read the output memory (one
     cycle latency); ``host_we``/``host_mem``/``host_waddr``/``host_wdata`` write one word per
     cycle into memory ``LOADED[host_mem]`` (a DMA engine or a testbench loading a layer; the
     word's low bits, LSB first as :meth:`~hwprune.images.MemoryLayout.pack` lays it out).
@@ -55,6 +57,7 @@ class SparseArrayTop(wiring.Component):
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "cycles": Out(CYCLE_COUNTER_BITS),
+            "desc_base": In(self.map["desc"].addr_bits), "out_base": In(out.addr_bits),
             "host_addr": In(out.addr_bits), "host_data": Out(out.width),
             "host_we": In(1), "host_mem": In(range(len(LOADED))),
             "host_waddr": In(max(self.map[n].addr_bits for n in LOADED)),
@@ -96,6 +99,7 @@ class _Core(Elaboratable):
         arr = m.submodules.array = SystolicArray(array=top._array, slots=top._slots)
         m.d.comb += [ctrl.start.eq(top.start), top.busy.eq(ctrl.busy), top.done.eq(ctrl.done),
                      top.cycles.eq(ctrl.cycles),
+                     ctrl.desc_base.eq(top.desc_base), ctrl.out_base.eq(top.out_base),
                      mem["desc"].raddr.eq(ctrl.desc_addr), ctrl.desc_data.eq(mem["desc"].rdata),
                      mem["stream"].raddr.eq(ctrl.stream_addr), ctrl.stream_data.eq(mem["stream"].rdata),
                      mem["weights"].raddr.eq(ctrl.weight_addr), mem["acts"].raddr.eq(ctrl.act_addr)]

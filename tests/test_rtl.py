@@ -13,7 +13,7 @@ import pytest
 from amaranth.hdl import Shape
 from amaranth.sim import Simulator
 
-from hwprune import load_array
+from hwprune import NM, LayerSpec, load_array
 from hwprune.errors import ConfigError
 from hwprune.images import LOADED, MEMORIES, memory_map
 from hwprune.rtl import PE, Controller, SparseArrayTop, SystolicArray
@@ -161,7 +161,8 @@ def test_describe_lists_ports_parameters_and_layouts():
     info = describe(SMALL, 2)
     ports = {p["name"]: p for p in info["ports"]}
     assert {"clk", "rst", "start", "busy", "done", "cycles", "host_addr", "host_data", "host_we",
-            "host_mem", "host_waddr", "host_wdata"} == set(ports)
+            "host_mem", "host_waddr", "host_wdata", "desc_base", "out_base"} == set(ports)
+    assert ports["desc_base"]["width"] == memory_map(SMALL, 2)["desc"].addr_bits
     assert ports["host_data"]["width"] == 3 * 32 and ports["cycles"]["direction"] == "output"
     mm = memory_map(SMALL, 2)
     assert ports["host_wdata"]["width"] == max(mm[n].width for n in LOADED)
@@ -214,3 +215,93 @@ def test_cli_rtl_writes_verilog_and_json(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["rtl", "--array", "os8x8", "--pattern", "3:4", "--out", str(out), "--force"]) == 2
     assert main(["rtl", "--array", "os8x8", "--out", str(out), "--ice40"]) == 2
+
+
+def test_host_writes_one_bank_while_the_array_computes_from_the_other():
+    """Double buffering on the design itself: pass A sits in bank 0, pass B is written word by
+    word into bank 1 *while* A computes (desc_base/out_base latched at A's start), then B runs
+    from bank 1; both outputs equal numpy and both runs take their own predicted cycles."""
+    from amaranth.sim import Simulator
+
+    from hwprune.images import bank_base, build_pass_images
+    from hwprune.rtl import SparseArrayTop
+    from hwprune.schedule import make_schedule
+
+    array = SMALL.replace(weight_sram_kib=1, act_sram_kib=1, out_sram_kib=2)
+    rng = np.random.default_rng(5)
+    layer = LayerSpec.gemm("g", 4, 16, 6)
+    w = rng.integers(-128, 128, size=(6, 16))
+    w[:, 4:8] = 0
+    w = np.where(NM(2, 4).mask(np.abs(w) + rng.random(w.shape) * 1e-3), w, 0)
+    x = rng.integers(-128, 128, size=(4, 16))
+    sched = make_schedule(layer, array, NM(2, 4), w != 0)
+    assert sched.row_tiles == 2 and sched.col_tiles == 2
+    # pass A: row tile 0, every column tile; pass B: row tile 1, column tile 1 only
+    pa = build_pass_images(layer, w, x, array, sched, group=0, row_tiles=range(0, 1), col_tiles=range(2),
+                           k_groups=range(4), bank=0, double_buffer=True)
+    pb = build_pass_images(layer, w, x, array, sched, group=0, row_tiles=range(1, 2), col_tiles=range(1, 2),
+                           k_groups=range(4), bank=1, double_buffer=True)
+    mm = memory_map(array, 2)
+    assert pb.base == bank_base(mm, 1, True) and pb.base["desc"] == mm["desc"].depth // 2 > 0
+    top = SparseArrayTop(array=array, slots=2, init={})
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    got = {}
+
+    async def write(ctx, images, name, addr, word):
+        ctx.set(top.host_we, 1)
+        ctx.set(top.host_mem, LOADED.index(name))
+        ctx.set(top.host_waddr, images.base[name] + addr)
+        ctx.set(top.host_wdata, word)
+        await ctx.tick()
+        ctx.set(top.host_we, 0)
+
+    async def run(ctx, images, during=()):
+        ctx.set(top.desc_base, images.base["desc"])
+        ctx.set(top.out_base, images.base["outputs"])
+        ctx.set(top.start, 1)
+        await ctx.tick()
+        ctx.set(top.start, 0)
+        ctx.set(top.desc_base, 0)              # latched: changing them now must not matter
+        ctx.set(top.out_base, 0)
+        n, written = 1, 0
+        while not ctx.get(top.done) and written < len(during):    # the other bank, meanwhile
+            await write(ctx, *during[written])
+            n, written = n + 1, written + 1
+        while not ctx.get(top.done):
+            await ctx.tick()
+            n += 1
+        return ctx.get(top.cycles), n, written
+
+    async def read(ctx, images):
+        words = []
+        for a in range(images.output_words):
+            ctx.set(top.host_addr, images.base["outputs"] + a)
+            await ctx.tick()
+            words.append(ctx.get(top.host_data))
+        return words
+
+    async def bench(ctx):
+        for name in LOADED:
+            for a, word in enumerate(pa.words[name]):
+                await write(ctx, pa, name, a, word)
+        # bank 1 gets as much of pass B as fits in pass A's run; the rest after it
+        items = [(pb, name, a, word) for name in LOADED for a, word in enumerate(pb.words[name])]
+        got["a"] = await run(ctx, pa, items)
+        for item in items[got["a"][2]:]:
+            await write(ctx, *item)
+        got["b"] = await run(ctx, pb)
+        got["wa"], got["wb"] = await read(ctx, pa), await read(ctx, pb)
+
+    sim.add_testbench(bench)
+    sim.run()
+    ref = x.astype(np.int64) @ w.T.astype(np.int64)
+    from hwprune.images import padded_outputs, scatter_outputs
+    for key, images, rows, cols in (("a", pa, slice(0, 2), slice(0, 6)), ("b", pb, slice(2, 4), slice(3, 6))):
+        ypad = padded_outputs(sched, mm)
+        scatter_outputs(ypad, got["w" + key], images.schedule, mm, group=0, row=images.row, col=images.col)
+        np.testing.assert_array_equal(ypad[0, rows, cols], ref[rows, cols])
+        cycles, ticks, written = got[key]
+        assert cycles == ticks == images.schedule.compute_cycles() + images.schedule.fill_cycles()
+    n_b = sum(len(pb.words[name]) for name in LOADED)
+    assert got["a"][2] == min(n_b, got["a"][0] - 1) >= 10     # bank 1 written during A's run
