@@ -311,8 +311,7 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
     # every group is issued on the dense design (as the cost model counts it)
     sched = make_schedule(layer, array, pattern, w != 0 if layer.has_weights else None)
     mm = memory_map(array, sched.slots)
-    words, need = _lay_out(layer, w, x, sched, mm, {})
-    _check_fits(layer, array, mm, need)
+    words = _lay_out(layer, w, x, sched, mm, {}, lambda need: _check_fits(layer, array, mm, need))
     expected = reference_outputs(w, x, layer.groups, array.acc_bits)
     columns = _column_channels(sched, layer.n_per_group, mm.cols)
     words["outputs"] = mm["outputs"].pack(_output_words(sched, mm, _pad_outputs(sched, mm, expected, columns)))
@@ -323,13 +322,15 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
 
 
 def _lay_out(layer: LayerSpec, w: np.ndarray, x: np.ndarray, sched: Schedule, mm: MemoryMap,
-             base: Mapping[str, int]) -> tuple[dict[str, list[int]], dict[str, int]]:
+             base: Mapping[str, int], fits: Callable[[dict[str, int]], None]) -> dict[str, list[int]]:
     """The words of every loaded memory for ``sched`` (walked once), descriptors pointing at
-    the ``base`` addresses (memory → first address, 0 when absent), and the words each memory
-    needs (outputs included)."""
+    the ``base`` addresses (memory → first address, 0 when absent); ``fits`` is called first
+    with the words each memory needs (outputs included) and raises when they do not fit."""
     columns = _column_channels(sched, layer.n_per_group, mm.cols)
     tiles = _weight_tiles(layer, w, sched, mm, columns)
     a_block = sched.k_groups if not mm.dense else layer.K
+    fits({"weights": tiles.slots, "acts": layer.groups * sched.row_tiles * a_block,
+          "desc": sched.folds_count, "outputs": sched.folds_count * mm.rows})
     desc = _descriptors(sched, tiles.base, a_block)
     desc[:, 0] += base.get("weights", 0)
     desc[:, 2] += base.get("acts", 0)
@@ -339,9 +340,7 @@ def _lay_out(layer: LayerSpec, w: np.ndarray, x: np.ndarray, sched: Schedule, mm
         "acts": mm["acts"].pack(_activation_words(layer, x, sched, mm)),
         "desc": mm["desc"].pack(desc[:, None, :]),
     }
-    need = {"weights": tiles.slots, "acts": layer.groups * sched.row_tiles * a_block,
-            "desc": sched.folds_count, "outputs": sched.folds_count * mm.rows}
-    return words, need
+    return words
 
 
 def checked_operands(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray,
@@ -619,12 +618,15 @@ def build_pass_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, a
                      f"c{col_tiles.start}:{col_tiles.stop} k{k_groups.start}:{k_groups.stop}]",
                      LayerKind.LINEAR, sub.M, sub.K, npg)
     base = bank_base(mm, bank, double_buffer)
-    words, need = _lay_out(spec, w[group * npg:(group + 1) * npg, k0: k0 + sub.K],
-                           x[group: group + 1, r0: r0 + sub.M, k0: k0 + sub.K], sub, mm, base)
-    for name, n in need.items():
-        if n > bank_words(mm, name, double_buffer):
-            raise UnsupportedLayerError(f"{spec.name}: needs {n} {name} words but a bank of array "
-                                        f"{array.name!r} holds {bank_words(mm, name, double_buffer)}")
+
+    def fits(need: dict[str, int]) -> None:
+        for name, n in need.items():
+            if n > bank_words(mm, name, double_buffer):
+                raise UnsupportedLayerError(f"{spec.name}: needs {n} {name} words but a bank of array "
+                                            f"{array.name!r} holds {bank_words(mm, name, double_buffer)}")
+
+    words = _lay_out(spec, w[group * npg:(group + 1) * npg, k0: k0 + sub.K],
+                     x[group: group + 1, r0: r0 + sub.M, k0: k0 + sub.K], sub, mm, base, fits)
     return PassImages(sub, words, base, group, r0, col_tiles.start * mm.cols)
 
 
