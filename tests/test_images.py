@@ -156,3 +156,69 @@ def test_bad_operands():
         build_images(layer, ok_w * -129, ok_x, SMALL)
     with pytest.raises(UnsupportedLayerError, match="activation×activation"):
         build_images(LayerSpec.matmul("qk", 2, 4, 3), ok_w, ok_x, SMALL, NM(2, 4))
+
+
+@pytest.mark.parametrize("pattern", [NM(2, 4), Dense()])
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_a_pass_of_the_whole_layer_is_the_layer_and_passes_tile_it(pattern, seed):
+    """A pass covering a one-group layer lays out exactly ``build_images``' words; any split into
+    passes (row tiles × column tiles × K groups) scatters its own reference outputs back to the
+    layer's, K chunks summed with the accumulator's wrap-around."""
+    from hwprune.images import (bank_base, build_pass_images, padded_outputs, pass_schedule,
+                                scatter_outputs, unpad_outputs)
+    from hwprune.sim.fuzz import random_case
+
+    layer, w, x = random_case(SMALL, pattern, seed)
+    im = build_images(layer, w, x, SMALL, pattern)
+    s, mm = im.schedule, im.map
+    if s.groups == 1:
+        whole = build_pass_images(layer, w, x, SMALL, s, group=0, row_tiles=range(s.row_tiles),
+                                  col_tiles=range(s.col_tiles), k_groups=range(s.k_groups))
+        assert {n: whole.words[n] for n in ("weights", "stream", "acts", "desc")} == \
+               {n: im.words[n] for n in ("weights", "stream", "acts", "desc")}
+    rng = np.random.default_rng(seed)
+    cut = [int(rng.integers(1, n + 1)) for n in (s.row_tiles, s.col_tiles, s.k_groups)]
+    ypad = padded_outputs(s, mm)
+    xs = x if x.ndim == 3 else x[None]
+    npg = layer.n_per_group
+    for g in range(s.groups):
+        for r0 in range(0, s.row_tiles, cut[0]):
+            for c0 in range(0, s.col_tiles, cut[1]):
+                for k0 in range(0, s.k_groups, cut[2]):
+                    rect = dict(row_tiles=range(r0, min(r0 + cut[0], s.row_tiles)),
+                                col_tiles=range(c0, min(c0 + cut[1], s.col_tiles)),
+                                k_groups=range(k0, min(k0 + cut[2], s.k_groups)))
+                    pi = build_pass_images(layer, w, x, SMALL, s, group=g, bank=1, double_buffer=True, **rect)
+                    sub = pass_schedule(s, group=g, **rect)
+                    assert (pi.schedule.M, pi.schedule.K, pi.schedule.n_out) == (sub.M, sub.K, sub.n_out)
+                    assert np.array_equal(pi.schedule.issued, s.issued[g:g + 1, c0:rect["col_tiles"].stop,
+                                                                       k0:rect["k_groups"].stop])
+                    assert pi.base == bank_base(mm, 1, True)
+                    assert sub.folds_count == len(rect["row_tiles"]) * len(rect["col_tiles"])
+                    # what the array computes for this pass: its K range of its channels and rows
+                    ks = slice(k0 * 4, min(rect["k_groups"].stop * 4, layer.K))
+                    chans = sub.kept_channels[0]
+                    part = np.zeros((sub.row_tiles * 2, sub.col_tiles * 3), dtype=np.int64)
+                    live = chans >= 0
+                    rows = slice(pi.row, pi.row + sub.M)
+                    part[: sub.M, : chans.size][:, live] = (xs[g, rows, ks] @ w[g * npg + chans[live], ks].T)
+                    words = mm["outputs"].pack(np.concatenate(
+                        [part[f.row_start: f.row_start + 2, f.col_start: f.col_start + 3] for f in sub.folds()]))
+                    scatter_outputs(ypad, words, sub, mm, group=g, row=pi.row, col=pi.col)
+    np.testing.assert_array_equal(unpad_outputs(ypad, s, mm, npg), im.expected)
+
+
+def test_pass_rectangles_and_banks_are_validated():
+    from hwprune.images import bank_base, bank_words, pass_schedule
+
+    s = make_schedule(LayerSpec.gemm("g", 5, 9, 4), SMALL, NM(2, 4))
+    with pytest.raises(ConfigError, match="row_tiles"):
+        pass_schedule(s, group=0, row_tiles=range(2, 4), col_tiles=range(1), k_groups=range(1))
+    with pytest.raises(ConfigError, match="group"):
+        pass_schedule(s, group=1, row_tiles=range(1), col_tiles=range(1), k_groups=range(1))
+    mm = memory_map(SMALL, 2)
+    assert bank_base(mm, 0, False) == dict.fromkeys(MEMORIES, 0)
+    assert bank_base(mm, 1, True)["acts"] == bank_words(mm, "acts", True) == mm["acts"].depth // 2
+    with pytest.raises(ConfigError, match="bank"):
+        bank_base(mm, 1, False)
