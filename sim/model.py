@@ -1,9 +1,13 @@
-"""A whole quantized model on the simulated array: every conv/linear layer on the RTL, the rest
-(bias, requantization, ReLU, pooling, im2col) on the host exactly as the integer reference.
+"""A whole quantized model on the simulated array: every GEMM on the RTL, the rest (bias,
+requantization, ReLU, pooling, im2col; a Transformer's softmax, LayerNorm, residual adds) on the
+host exactly as the integer reference.
 
-The integer reference is :class:`hwprune.quant.QuantModel`; :meth:`QuantModel.next_activations`
-turns a layer's array outputs into the next layer's operands, so the only thing done here is
-replacing ``reference_outputs`` by a simulation.  A layer whose operands do not fit the array's
+The integer reference is :class:`hwprune.quant.QuantModel` (conv/linear chains) or
+:class:`hwprune.quant.QuantTransformer`; their ``run(x, gemm=...)`` takes the function that does
+each GEMM, so the only thing done here is passing a simulation instead of ``reference_outputs``:
+the host steps are the reference's own code.  An attention product (Q·Kᵀ, A·V) runs dense with
+its second operand in the weight memory; its groups (batch × heads) are split into as many runs
+of the same design as the memories need.  A layer whose operands do not fit the array's
 memories at once runs in row chunks (a sub-GEMM of consecutive output rows, all channels, all
 K), each a separate run of the same design, each checked bit- and cycle-exact against its own
 prediction; the cost model itself does not split layers into passes yet.
@@ -98,10 +102,39 @@ def _layer_on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, patter
     return np.concatenate(outs, axis=1), LayerOnRtl(spec.name, M, spec.K, spec.N, chunks, cycles, predicted)
 
 
+def _groups_on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, pattern, array: ArrayConfig,
+                   backend: str) -> tuple[np.ndarray, LayerOnRtl]:
+    """A grouped GEMM (attention: groups = batch × heads) in runs of as many whole groups as fit
+    (all of them when they do)."""
+    npg = spec.n_per_group
+
+    def part(g0: int, g: int) -> tuple[np.ndarray, LayerOnRtl]:
+        sub = LayerSpec(spec.name, spec.kind, spec.M, spec.K, npg * g, g, sparsity=spec.sparsity)
+        return _layer_on_rtl(sub, weights[g0 * npg:(g0 + g) * npg], acts[g0:g0 + g], pattern, array, backend)
+
+    step = spec.groups
+    while True:
+        try:
+            runs = [part(0, step)]
+            break
+        except UnsupportedLayerError:
+            if step == 1:
+                raise
+            step = -(-step // 2)
+    for g0 in range(step, spec.groups, step):
+        runs.append(part(g0, min(step, spec.groups - g0)))
+    if len(runs) == 1:
+        return runs[0]
+    return np.concatenate([acc for acc, _ in runs], axis=0), LayerOnRtl(
+        spec.name, spec.M, spec.K, spec.N, sum(i.chunks for _, i in runs), sum(i.cycles for _, i in runs),
+        sum(i.predicted_cycles for _, i in runs))
+
+
 def run_model(qmodel, x_int: np.ndarray, array: ArrayConfig | str, *, backend: str = "verilator",
               verify: bool = True, on_layer: Callable[[LayerOnRtl], None] | None = None) -> ModelRun:
-    """Run ``qmodel`` (a :class:`hwprune.quant.QuantModel`) on integer inputs ``x_int`` (batch
-    first, from ``qmodel.quantize_input``) with every conv/linear layer on the simulated array.
+    """Run ``qmodel`` (a :class:`hwprune.quant.QuantModel` or
+    :class:`~hwprune.quant.QuantTransformer`) on integer inputs ``x_int`` (batch first, from
+    ``qmodel.quantize_input``) with every GEMM on the simulated array.
 
     Each layer's operands are the previous *simulated* layer's outputs, requantized on the host;
     every layer is checked bit- and cycle-exact as it runs.  ``on_layer`` is called with each
@@ -116,21 +149,17 @@ def run_model(qmodel, x_int: np.ndarray, array: ArrayConfig | str, *, backend: s
     array = load_array(array)
     t0 = time.perf_counter()
     x = np.asarray(x_int, dtype=np.int64)
-    batch = x.shape[0]
     ref = qmodel.run(x)
-    name, acts = ref.layers[0].name, ref.layers[0].acts      # the host's part before the first layer
-    layers, out = [], None
-    while True:
-        q = qmodel.layer(name)
-        acc, info = _layer_on_rtl(q.spec(batch), q.weight, acts, q.pattern, array, backend)
+    layers: list[LayerOnRtl] = []
+
+    def on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, pattern) -> np.ndarray:
+        acc, info = _groups_on_rtl(spec, weights, acts, pattern, array, backend)
         layers.append(info)
         if on_layer is not None:
             on_layer(info)
-        nxt = qmodel.next_activations(name, acc, batch)
-        if nxt is None:
-            out = qmodel.finish(q, acc, batch)             # the last layer's acc + bias is the output
-            break
-        name, acts = nxt
+        return acc
+
+    out = qmodel.run(x, gemm=on_rtl).output
     result = ModelRun(out, ref.output, tuple(layers), time.perf_counter() - t0)
     if verify and not result.bit_exact:
         raise VerificationError(f"model outputs on the RTL differ from the integer reference in "

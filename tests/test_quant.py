@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -284,3 +285,137 @@ def test_qat_recovers_accuracy_that_4_bit_ptq_loses_and_keeps_the_mask(models):
     for layer in qat.layers:
         assert not np.any((layer.weight != 0) & ~float_mask[layer.name])
         assert np.abs(layer.weight).max() <= 7
+
+
+# -- the Transformer: I-BERT integer host steps, attention products as GEMMs -------------------
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, (1 << 62) - 1))
+def test_isqrt_is_exact(v):
+    from hwprune.quant import isqrt
+
+    assert int(isqrt(np.array([v]))[0]) == math.isqrt(v)
+
+
+def test_integer_softmax_layernorm_gelu_track_float():
+    """Each I-BERT kernel against its float definition, within the int8 output's step plus the
+    approximation's own error (softmax: 2^-7; LayerNorm: half a step; GELU: I-BERT's erf)."""
+    from hwprune.quant.ibert import gelu_params, i_gelu, i_layernorm, i_softmax, layernorm_params, softmax_multiplier
+
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-20000, 20000, size=(500, 16))
+    p = i_softmax(acc, *softmax_multiplier(1e-4), 7)
+    assert p.min() >= 0 and p.max() <= 127
+    ref = torch.softmax(torch.tensor(acc * 1e-4), -1).numpy()
+    assert np.abs(p / 128 - ref).max() <= 1.1 / 128
+    gamma, beta = rng.normal(size=64), rng.normal(size=64)
+    x = rng.integers(-3000, 3000, size=(100, 64))
+    y = i_layernorm(x, layernorm_params(gamma, beta, 0.05)) * 0.05
+    ref = F.layer_norm(torch.tensor(x, dtype=torch.float64), (64,), torch.tensor(gamma), torch.tensor(beta)).numpy()
+    assert np.abs(y - np.clip(ref, -128 * 0.05, 127 * 0.05)).max() <= 0.6 * 0.05
+    xg = rng.integers(-4000, 4000, size=2000)
+    yg = i_gelu(xg, gelu_params(1e-3, 0.03)) * 0.03
+    ref = np.clip(F.gelu(torch.tensor(xg * 1e-3)).numpy(), -128 * 0.03, 127 * 0.03)
+    assert np.abs(yg - ref).max() <= 0.02 + 0.03        # I-BERT's erf error + one step
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    from quant_models import tiny_transformer
+
+    return tiny_transformer()
+
+
+@pytest.mark.parametrize("which", ["dense", "2:4"])
+def test_transformer_integer_reference_accuracy_tracks_fp32(transformers, which):
+    """The int8 Transformer on the whole test set (1,000 sequences) within 1 pt of fp32."""
+    task, m, pats = transformers
+    q = quantize(m[which], task, array="os8x8", patterns=pats[which])
+    fp, i8 = evaluate(m[which], task), evaluate_int(q, task)
+    assert abs(fp - i8) <= 0.01, (fp, i8)
+    x = task.test.inputs[0][:200]
+    with torch.no_grad():
+        ref = m[which](x).double().numpy()
+    got = q.logits(x)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.97
+    assert np.abs(got - ref).mean() < 0.05 * np.abs(ref).mean()
+    if which == "2:4":
+        assert {layer.name: layer.pattern for layer in q.layers} == pats["2:4"]
+
+
+def test_transformer_gemms_are_the_products_of_their_integers(transformers):
+    """Every GEMM of the integer Transformer, checked independently with torch: the linear layers
+    are x·Wᵀ of their operands, Q·Kᵀ and A·V are the per-head products of in_proj's output and the
+    softmax; names and shapes are the importer's (what estimate and sim see)."""
+    from hwprune.importers import from_torch
+
+    task, m, pats = transformers
+    q = quantize(m["2:4"], task, calib=64, patterns=pats["2:4"])
+    tokens = task.test.inputs[0][:3]
+    run = q.run(q.quantize_input(tokens))
+    specs = from_torch(m["2:4"], (tokens,))
+    assert [lr.name for lr in run.layers] == [s.name for s in specs]
+    assert [(lr.spec.M, lr.spec.K, lr.spec.N, lr.spec.groups) for lr in run.layers] == \
+        [(s.M, s.K, s.N, s.groups) for s in specs]
+    by_name = {lr.name: lr for lr in run.layers}
+    for lr in run.layers:
+        w, a = torch.from_numpy(lr.weights).double(), torch.from_numpy(lr.acts).double()
+        npg = lr.spec.n_per_group
+        acc = torch.stack([a[g] @ w[g * npg:(g + 1) * npg].T for g in range(lr.spec.groups)])
+        assert np.array_equal(acc.numpy().astype(np.int64), lr.acc), lr.name
+    heads, d = 4, 64
+    qkv = torch.from_numpy(by_name["encoder.layers.0.self_attn.in_proj"].output).double()
+    qh, kh, vh = (qkv[:, i * d:(i + 1) * d].reshape(3, 16, heads, 16).transpose(1, 2) for i in range(3))
+    qk = by_name["encoder.layers.0.self_attn.qk"]
+    assert np.array_equal((qh @ kh.transpose(-1, -2)).reshape(-1, 16, 16).numpy().astype(np.int64), qk.acc)
+    probs = torch.from_numpy(qk.output).double().reshape(3, heads, 16, 16)
+    av = by_name["encoder.layers.0.self_attn.av"]
+    assert np.array_equal((probs @ vh).reshape(-1, 16, 16).numpy().astype(np.int64), av.acc)
+    assert 0 <= qk.output.min() and qk.output.max() <= 127
+    # each row of probabilities sums to about 1 (2^7): floor rounding loses at most one unit per key
+    assert np.all(np.abs(qk.output.sum(axis=-1) - 128) <= 16)
+    assert np.array_equal(run.output, q.forward_int(q.quantize_input(tokens)))
+
+
+def test_transformer_inputs_and_unsupported_structures_are_named(transformers):
+    from hwprune.models import TinyTransformer
+
+    task, m, _ = transformers
+    q = quantize(m["dense"], task, calib=32)
+    with pytest.raises(ConfigError, match=r"token ids must be integers in \[0, 10\)"):
+        q.run(np.full((1, 16), 10))
+    with pytest.raises(ConfigError, match="shape"):
+        q.quantize_input(torch.zeros(2, 8, dtype=torch.long))
+    pre = TinyTransformer()
+    for layer in pre.encoder.layers:
+        layer.norm_first = True
+    with pytest.raises(UnsupportedLayerError, match="norm_first"):
+        quantize(pre, task, calib=16)
+
+    class MaxPooled(TinyTransformer):
+        def forward(self, tokens):
+            return self.head(self.encoder(self.embed(tokens) + self.pos).amax(dim=1))
+
+    with pytest.raises(UnsupportedLayerError, match="mean over tokens"):
+        quantize(MaxPooled(), task, calib=16)
+
+
+def test_gelu_transformer_quantizes_with_integer_gelu(transformers):
+    """A GELU encoder (BERT's activation) runs I-BERT's integer GELU between linear1 and linear2;
+    an untrained model's int8 logits stay close to float."""
+    from hwprune.models import TinyTransformer
+
+    task, _, _ = transformers
+    torch.manual_seed(0)
+    model = TinyTransformer()
+    model.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, activation="gelu",
+                                                                     batch_first=True), 2,
+                                          enable_nested_tensor=False)
+    model.eval()
+    q = quantize(model, task, calib=128)
+    assert all(e.gelu is not None for e in q.encoder)
+    x = task.test.inputs[0][:200]
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    got = q.logits(x)
+    assert np.abs(got - ref).mean() < 0.1 * np.abs(ref).mean()

@@ -44,3 +44,44 @@ def test_cli_model_run(tmp_path, capsys):
     assert out["accuracy_rtl"] == out["accuracy_reference"] > 0.5
     assert main(["sim", str(ckpt), "--model-run", "--layer", "conv1", "--array", "os8x8"]) == 2
     assert "--layer cannot be used with --model-run" in capsys.readouterr().err
+
+
+def test_tiny_transformer_2_4_on_the_rtl_equals_the_integer_reference():
+    """Issue 13 item 5: every GEMM of the int8 Transformer — the 2:4 linear layers and the dense
+    attention products Q·Kᵀ and A·V with K and Vᵀ written as the weights — on Verilator, each
+    bit- and cycle-exact against its own prediction (simulate verifies), host steps (I-BERT
+    softmax, LayerNorm, residuals, pooling) as the reference, logits equal bit for bit."""
+    from hwprune.importers import from_torch
+
+    from quant_models import tiny_transformer
+
+    task, models, patterns = tiny_transformer()
+    q = quantize(models["2:4"], task, array="os8x8", patterns=patterns["2:4"])
+    tokens = task.test.inputs[0][:16]
+    x = q.quantize_input(tokens)
+    res = run_model(q, x, "os8x8")
+    assert res.bit_exact
+    np.testing.assert_array_equal(res.outputs, q.forward_int(x))
+    assert res.cycles == res.predicted_cycles > 0
+    assert all(layer.cycles == layer.predicted_cycles for layer in res.layers)
+    specs = from_torch(models["2:4"], (tokens,))
+    assert [(lay.name, lay.M, lay.K, lay.N) for lay in res.layers] == [(s.name, s.M, s.K, s.N) for s in specs]
+    assert sum(lay.name.endswith((".qk", ".av")) for lay in res.layers) == 4
+    # 64 groups (16 sequences × 4 heads) of Q·Kᵀ are 256 output tiles, twice what the output
+    # memory holds: they run in group runs
+    assert max(lay.chunks for lay in res.layers if lay.name.endswith(".qk")) > 1
+
+
+def test_cli_model_run_transformer(tmp_path, capsys):
+    from hwprune.cli import main
+
+    from quant_models import tiny_transformer
+
+    task, models, patterns = tiny_transformer()
+    ckpt = save_checkpoint(tmp_path / "t.pt", models["2:4"], arch=task.arch, task=task.name,
+                           patterns=patterns["2:4"], masks=None, metrics=None, arch_kwargs=dict(task.arch_kwargs))
+    assert main(["sim", str(ckpt), "--model-run", "--images", "4", "--array", "os8x8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bit_exact"] and out["cycles"] == out["predicted_cycles"] and out["images"] == 4
+    assert out["accuracy_rtl"] == out["accuracy_reference"]
+    assert any(layer["name"] == "encoder.layers.1.self_attn.av" for layer in out["layers"])

@@ -188,7 +188,7 @@ def run_sim(args: argparse.Namespace) -> int:
 
 
 def _run_model_on_rtl(args: argparse.Namespace) -> int:
-    """``sim CKPT --model-run``: every conv/linear layer of the int8 model on the array."""
+    """``sim CKPT --model-run``: every GEMM of the int8 model (attention products included) on the array."""
     from ..checkpoint import load_checkpoint
     from ..quant import quantize
     from ..sim.model import run_model

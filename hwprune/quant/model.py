@@ -26,7 +26,7 @@ write — what :func:`hwprune.sim.simulate` and the memory images consume.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +43,8 @@ from .fixedpoint import quantize_multiplier, requantize
 from .graph import Flatten, Gemm, MaxPool, Relu, float_steps, run_float
 
 __all__ = [
+    "GemmRunner",
+    "IntegerModel",
     "IntegerRun",
     "LayerRun",
     "QuantLayer",
@@ -52,7 +54,22 @@ __all__ = [
     "quantize",
     "quantize_steps",
     "quantize_weights",
+    "reference_gemm",
 ]
+
+#: does one GEMM of an integer run: ``(spec, weights N×K, acts (groups, M, K), pattern) → acc``
+#: (groups, M, N/groups), int64 holding acc_bits-wrapped values.  The integer reference uses
+#: :func:`reference_gemm`; :func:`hwprune.sim.run_model` passes the simulated array instead, so
+#: every host step between the GEMMs is the same code in both.
+GemmRunner = Callable[[LayerSpec, np.ndarray, np.ndarray, "SparsityPattern | None"], np.ndarray]
+
+
+def reference_gemm(acc_bits: int) -> GemmRunner:
+    """The numpy GEMM of the array (:func:`~hwprune.images.reference_outputs`) as a runner."""
+    def run(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, pattern: SparsityPattern | None) -> np.ndarray:
+        del pattern  # the product does not depend on it; the array's schedule does
+        return reference_outputs(weights, acts, spec.groups, acc_bits)
+    return run
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -122,7 +139,8 @@ class QuantLayer:
 
     ``weight`` is the N×K int8 matrix (K in im2col order); ``weight_shape`` the PyTorch shape
     (N, C/groups, kh, kw) or (N, K).  ``output_scale`` is None for the model's last layer, whose
-    int32 accumulators plus bias are the output.
+    int32 accumulators plus bias are the output; an array when channels go to different output
+    tensors (a Transformer's packed Q/K/V projection).
     """
 
     name: str
@@ -131,7 +149,7 @@ class QuantLayer:
     weight_scale: np.ndarray
     bias: np.ndarray
     input_scale: float
-    output_scale: float | None
+    output_scale: float | np.ndarray | None
     multiplier: np.ndarray
     shift: np.ndarray
     relu: bool
@@ -183,7 +201,9 @@ class QuantLayer:
                 "weight_shape": list(self.weight_shape), "input_shape": list(self.input_shape),
                 "input_scale": self.input_scale, "input_zero_point": 0,
                 "weight_scale": self.weight_scale.tolist(), "weight_zero_point": 0,
-                "output_scale": self.output_scale, "output_zero_point": 0 if self.output_scale else None,
+                "output_scale": (np.asarray(self.output_scale).tolist() if self.output_scale is not None
+                                 else None),
+                "output_zero_point": 0 if self.output_scale is not None else None,
                 "bias_int32": self.bias.tolist(), "multiplier": self.multiplier.tolist(),
                 "shift": self.shift.tolist(), "relu": self.relu, "stride": list(self.stride),
                 "padding": list(self.padding), "dilation": list(self.dilation), "groups": self.groups,
@@ -209,8 +229,31 @@ def _max_pool_int(x: np.ndarray, p: MaxPool) -> np.ndarray:
     return win.max(axis=(4, 5))
 
 
+class IntegerModel:
+    """What every int8 model offers on top of its ``run`` (:class:`QuantModel`,
+    :class:`~hwprune.quant.transformer.QuantTransformer`): outputs, logits, predictions."""
+
+    __slots__ = ()
+
+    @property
+    def act_range(self) -> tuple[int, int]:
+        return -(1 << (self.act_bits - 1)), (1 << (self.act_bits - 1)) - 1
+
+    def forward_int(self, x_int: np.ndarray) -> np.ndarray:
+        """The model's integer output for integer inputs (the last layer's int32 acc + bias)."""
+        return self.run(x_int).output
+
+    def logits(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Inputs → quantize → integer reference → dequantized outputs (float64)."""
+        out = self.forward_int(self.quantize_input(x))
+        return out * self.output_scale.reshape((-1,) + (1,) * (out.ndim - 2))
+
+    def predict(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+
 @dataclass(frozen=True, slots=True)
-class QuantModel:
+class QuantModel(IntegerModel):
     """An int8 model: quantized steps plus the input scale; :meth:`run` is its definition.
 
     Build with :func:`quantize`.  ``weight_bits``/``act_bits``/``acc_bits`` are the array's.
@@ -250,10 +293,6 @@ class QuantModel:
                 scale = s.output_scale if s.output_scale is not None else float("nan")
         return scale
 
-    @property
-    def act_range(self) -> tuple[int, int]:
-        return -(1 << (self.act_bits - 1)), (1 << (self.act_bits - 1)) - 1
-
     def quantize_input(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
         """Float input → int8 (round half to even, as ONNX QuantizeLinear), batch first."""
         a = x.detach().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
@@ -263,8 +302,9 @@ class QuantModel:
         lo, hi = self.act_range
         return np.clip(np.rint(a / self.input_scale), lo, hi).astype(np.int64)
 
-    def run(self, x_int: np.ndarray) -> IntegerRun:
-        """The integer reference on a batch of quantized inputs (see the module docstring)."""
+    def run(self, x_int: np.ndarray, *, gemm: GemmRunner | None = None) -> IntegerRun:
+        """The integer reference on a batch of quantized inputs (see the module docstring);
+        ``gemm`` does the array's products (default: :func:`reference_gemm`)."""
         x = np.asarray(x_int)
         if not np.issubdtype(x.dtype, np.integer):
             raise ConfigError(f"the integer reference takes integer inputs (quantize_input), not {x.dtype}")
@@ -273,16 +313,18 @@ class QuantModel:
             raise ConfigError(f"inputs must lie in [{lo}, {hi}], found [{x.min()}, {x.max()}]")
         x = x.astype(np.int64)
         runs: list[LayerRun] = []
-        x = self._steps(self.steps, x, runs)
+        x = self._steps(self.steps, x, runs, gemm if gemm is not None else reference_gemm(self.acc_bits))
         return IntegerRun(x, tuple(runs))
 
-    def _steps(self, steps: tuple[QStep, ...], x: np.ndarray, runs: list[LayerRun]) -> np.ndarray:
+    def _steps(self, steps: tuple[QStep, ...], x: np.ndarray, runs: list[LayerRun],
+               gemm: GemmRunner | None = None) -> np.ndarray:
         for step in steps:
             if isinstance(step, QuantLayer):
                 acts = step.lower(x)
-                acc = reference_outputs(step.weight, acts, step.groups, self.acc_bits)   # (g, M, N/g)
+                spec = step.spec(x.shape[0])
+                acc = gemm(spec, step.weight, acts, step.pattern)                  # (g, M, N/g)
                 out = self.finish(step, acc, x.shape[0])
-                runs.append(LayerRun(step.name, step.spec(x.shape[0]), step.weight, acts, acc, out, step.pattern))
+                runs.append(LayerRun(step.name, spec, step.weight, acts, acc, out, step.pattern))
                 x = out
             elif isinstance(step, Relu):
                 x = np.maximum(x, 0)
@@ -315,7 +357,7 @@ class QuantModel:
     def next_activations(self, name: str, acc: np.ndarray, batch: int) -> tuple[str, np.ndarray] | None:
         """From layer ``name``'s array outputs to the next conv/linear layer's operands: its name
         and im2col'd int8 activations (None after the last layer).  Chains per-layer runs (the
-        memory images of consecutive layers, an RTL run) exactly as :meth:`run` does."""
+        memory images of consecutive layers) exactly as :meth:`run` does."""
         index = next((i for i, s in enumerate(self.steps) if isinstance(s, QuantLayer) and s.name == name), None)
         if index is None:
             raise ConfigError(f"no layer {name!r}; layers: {', '.join(q.name for q in self.layers)}")
@@ -324,18 +366,6 @@ class QuantModel:
             return None
         x = self._steps(self.steps[index + 1: nxt], self.finish(self.steps[index], acc, batch), [])
         return self.steps[nxt].name, self.steps[nxt].lower(x)
-
-    def forward_int(self, x_int: np.ndarray) -> np.ndarray:
-        """The model's integer output for int8 inputs (the last layer's int32 acc + bias)."""
-        return self.run(x_int).output
-
-    def logits(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Float inputs → quantize → integer reference → dequantized outputs (float64)."""
-        out = self.forward_int(self.quantize_input(x))
-        return out * self.output_scale.reshape((-1,) + (1,) * (out.ndim - 2))
-
-    def predict(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        return self.logits(x).argmax(axis=1)
 
     def to_dict(self) -> dict[str, object]:
         return {"input_scale": self.input_scale, "input_zero_point": 0,
@@ -426,14 +456,16 @@ def _float_model(model: nn.Module) -> nn.Module:
 def quantize(model: nn.Module, data: object, *, calib: int = 256,
              calibration: Calibration | str = "percentile", percentile: float = 99.99,
              array: ArrayConfig | str | None = None,
-             patterns: Mapping[str, SparsityPattern | str] | None = None) -> QuantModel:
+             patterns: Mapping[str, SparsityPattern | str] | None = None) -> IntegerModel:
     """Post-training int8 quantization of a (pruned) model.
 
     Parameters
     ----------
     model : nn.Module
-        A chain of conv/linear (+BatchNorm, ReLU, max-pool, flatten) layers; torch-prune masks
-        are folded in (the model itself is not modified).
+        A chain of conv/linear (+BatchNorm, ReLU, max-pool, flatten) layers, or a Transformer
+        encoder classifier (:func:`~hwprune.quant.transformer.quantize_transformer`, which then
+        returns a :class:`~hwprune.quant.transformer.QuantTransformer`); torch-prune masks are
+        folded in (the model itself is not modified).
     data : workload or tensor
         Calibration data: a built-in task, an :class:`hwprune.Workload` over DataLoaders, or a
         tensor of inputs (see :func:`~hwprune.quant.calibrate.calibration_inputs`).
@@ -453,6 +485,11 @@ def quantize(model: nn.Module, data: object, *, calib: int = 256,
     ConfigError
         Bad calibration data or settings.
     """
+    from .transformer import is_transformer, quantize_transformer
+
+    if is_transformer(model):
+        return quantize_transformer(model, data, calib=calib, calibration=calibration, percentile=percentile,
+                                    array=array, patterns=patterns)
     calib_cfg = calibration if isinstance(calibration, Calibration) else Calibration(calibration, percentile)
     cfg = load_array(array) if array is not None else None
     steps = float_steps(_float_model(model))
@@ -518,7 +555,7 @@ def quantize_steps(steps: tuple, x: torch.Tensor, *, calibration: Calibration,
 _MIN_MULTIPLIER = 2.0 ** -24
 
 
-def _quant_layer(g: Gemm, s_in: float, s_out: float | None, relu: bool, in_shape: tuple[int, ...],
+def _quant_layer(g: Gemm, s_in: float, s_out: float | np.ndarray | None, relu: bool, in_shape: tuple[int, ...],
                  wb: int, accb: int, pattern: SparsityPattern | None, group_size: int) -> QuantLayer:
     w_int, s_w = quantize_weights(g.matrix(), wb)
     # an all-zero channel outputs its bias alone: give it the scale that makes the multiplier 1
