@@ -132,17 +132,18 @@ def test_criteria_mean_what_they_say():
     ch = compute_scores(model, task, "activation", {"0": Channel(0.5)}, targets=t)["0"]
     out = model[0](x).abs().mean(0).double()
     assert torch.allclose(ch[:, 0], out, rtol=1e-4)
-    # Taylor |w·g| and OBD ½·E[g²]·w² (empirical Fisher) from the calibration batch gradient
+    # Taylor per sample, mean |w·gᵢ|, and OBD ½·E[gᵢ²]·w² (empirical Fisher), both from the
+    # per-sample gradients gᵢ of the calibration batch, computed sample by sample here
     tay = compute_scores(model, task, "taylor", pats, targets=t)["0"]
     hes = compute_scores(model, task, "hessian", pats, targets=t)["0"]
     y = task.train.targets[torch.randperm(32, generator=torch.Generator().manual_seed(0))]
     loss = torch.nn.functional.cross_entropy(model(x), y)
     (g,) = torch.autograd.grad(loss, [model[0].weight])
-    assert torch.allclose(tay, (w * g.double()).abs(), rtol=1e-4, atol=1e-12)
-    # OBD with the *empirical Fisher*: the mean of per-sample squared gradients, sample by sample
-    per = [torch.autograd.grad(torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]),
-                               [model[0].weight])[0].double() for i in range(32)]
-    fisher = torch.stack(per).square().mean(0)
+    per = torch.stack([torch.autograd.grad(torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]),
+                                           [model[0].weight])[0].double() for i in range(32)])
+    assert torch.allclose(tay, w.abs() * per.abs().mean(0), rtol=1e-5, atol=1e-14)
+    assert not torch.allclose(tay, (w * g.double()).abs(), rtol=1e-2)  # not the batch-mean gradient
+    fisher = per.square().mean(0)
     assert torch.allclose(hes, 0.5 * fisher * w.square(), rtol=1e-5, atol=1e-14)
     assert not torch.allclose(hes, 0.5 * g.double().square() * w.square(), rtol=1e-2)  # not the batch mean
     assert set(CRITERIA) >= set(ALL_CRITERIA)

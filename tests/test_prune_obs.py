@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -116,3 +117,32 @@ def test_obs_prunes_with_torch_masks_and_compensates_in_order():
         w2, m2 = dense[2].weight.detach(), model[2].weight_mask.bool()
         fit = (h @ model[2].weight.detach().T - h @ w2.T).square().sum()
         assert fit < (h @ (w2 * m2).T - h @ w2.T).square().sum()
+
+
+def test_search_measures_obs_candidates_with_their_compensation(tmp_path):
+    """A (layer, candidate) sensitivity of ``obs`` is the loss change prune_model's obs gives."""
+    from hwprune.search import build_table
+    from hwprune.search.sensitivity import val_metrics
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(64, 12, generator=g)
+    x[:, 6:] = x[:, :6] + 0.05 * torch.randn(64, 6, generator=g)
+    task = task_for(x)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    table = build_table(model, task, criterion="obs", candidates=["unstructured:0.25"], calib_batches=4,
+                        cache_dir=tmp_path, use_cache=False)
+    base_loss, _ = val_metrics(model, task)
+    j = 0 if table.candidates[0] == Unstructured(0.25) else 1
+    for i, name in enumerate(table.layers):
+        pruned = clone_model(model)
+        prune_model(pruned, {name: "unstructured:0.25"}, data=task, criterion="obs", finetune_epochs=0,
+                    calib_batches=4)
+        loss, _ = val_metrics(pruned, task)
+        assert table.loss[i, j] == pytest.approx(loss - base_loss, rel=1e-5, abs=1e-7)
+    # and not the loss of the mask alone
+    plain = clone_model(model)
+    prune_model(plain, {"0": "unstructured:0.25"}, data=task, criterion="obs", finetune_epochs=0,
+                calib_batches=4)
+    plain[0].weight_orig.data.copy_(model[0].weight.data)
+    assert val_metrics(plain, task)[0] - base_loss != pytest.approx(table.loss[0, j], rel=1e-3)

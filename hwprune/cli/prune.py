@@ -10,7 +10,8 @@ from ..config import preset_names
 from ..patterns import PATTERN_SYNTAX
 from .args import add_data_argument, density, nonnegative_int, positive_int
 
-CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (Σ|w·∂L/∂w|), "
+CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (first-order, per "
+                 "sample: mean of |w·∂ℓᵢ/∂w|), "
                  "hessian (OBD ½·F·w², F the diagonal empirical Fisher: mean of per-sample squared "
                  "gradients), activation (Wanda |w|·‖x‖; channels: mean "
                  "|activation|), obs (Optimal Brain Surgeon w²/[H⁻¹]_kk with H = XᵀX of the layer's "
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--row-floor", type=nonnegative_int, default=1, metavar="N",
                    help="unstructured patterns keep at least N weights in every output row (default 1; 0: off)")
     p.add_argument("--calib-batches", type=positive_int, default=None,
-                   help="calibration batches for taylor/hessian/activation (default 8, or the plan's)")
+                   help="calibration batches for taylor/hessian/activation/obs (default 8, or the plan's)")
     p.add_argument("--shrink", action="store_true",
                    help="physically remove pruned channels (smaller dense layers) before saving")
     p.add_argument("--array", default=None, metavar="PRESET|FILE.toml",

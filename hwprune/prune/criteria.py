@@ -10,7 +10,9 @@ Built-in criteria
 ``l1``          |w|
 ``l2``          w² (per weight; over a channel or block the pattern sums it, giving the L2² norm)
 ``random``      uniform [0, 1), seeded per layer name
-``taylor``      Σ_batches |w · ∂L/∂w| — first-order Taylor (Molchanov et al. 2017/2019)
+``taylor``      (1/n) Σᵢ |w · ∂ℓᵢ/∂w| over the n calibration *samples* — first-order Taylor
+                accumulated per sample (Molchanov et al. 2019): the mini-batch mean gradient is
+                ≈ 0 near convergence, each sample's is not
 ``hessian``     OBD saliency ½ · F_kk · w² (LeCun et al. 1990), with the Hessian diagonal
                 estimated by the diagonal **empirical Fisher** F = (1/n) Σᵢ (∂ℓᵢ/∂w)², the mean over
                 the n calibration *samples* of each sample's squared gradient (per-sample
@@ -58,7 +60,7 @@ class LayerStats:
 
     ``taylor``: Σ_batches |w·g| (N×K); ``grad_sq``: Σ_batches g² of the mini-batch gradient
     (N×K); ``fisher``: Σ_samples gᵢ² (N×K) over ``samples`` per-sample gradients (the empirical
-    Fisher's numerator); ``input_sq``: Σ x_j² per K column; ``output_abs``: Σ mean|y| per output
+    Fisher's numerator); ``grad_abs``: Σ_samples |gᵢ| (N×K) of the same gradients; ``input_sq``: Σ x_j² per K column; ``output_abs``: Σ mean|y| per output
     channel (N); ``gram``: Σ XᵀX of the layer's input rows X (im2col rows for convs), shaped
     (groups, K, K) — row i of the weight reads group ``i // (N / groups)``.
     """
@@ -68,6 +70,7 @@ class LayerStats:
     taylor: torch.Tensor | None = None
     grad_sq: torch.Tensor | None = None
     fisher: torch.Tensor | None = None
+    grad_abs: torch.Tensor | None = None
     input_sq: torch.Tensor | None = None
     output_abs: torch.Tensor | None = None
     gram: torch.Tensor | None = None
@@ -163,8 +166,16 @@ def _random(ctx: LayerContext) -> torch.Tensor:
     return torch.rand(ctx.weight.shape, generator=g, dtype=torch.float64)
 
 
+def _layer_normalised(s: torch.Tensor) -> torch.Tensor:
+    """``s / ‖s‖₂`` over the layer (a zero layer stays zero): the order within the layer is
+    unchanged, only the split of a global budget between layers."""
+    norm = s.norm()
+    return s / norm if norm > 0 else s
+
+
 def _taylor(ctx: LayerContext) -> torch.Tensor:
-    return _need(ctx, "taylor", "taylor")
+    grad_abs = _need(ctx, "grad_abs", "taylor") / max(1, ctx.stats.samples)
+    return ctx.weight.to(torch.float64).abs() * grad_abs
 
 
 def _hessian(ctx: LayerContext) -> torch.Tensor:
@@ -198,9 +209,7 @@ def _row_groups(ctx: LayerContext, gram: torch.Tensor) -> torch.Tensor:
 def _obs(ctx: LayerContext) -> torch.Tensor:
     h = _damped(_need(ctx, "gram", "obs"))
     hinv_diag = torch.linalg.inv(h).diagonal(dim1=-2, dim2=-1)  # (groups, K)
-    s = ctx.weight.to(torch.float64).square() / hinv_diag[_row_groups(ctx, h)]
-    norm = s.norm()
-    return s / norm if norm > 0 else s
+    return _layer_normalised(ctx.weight.to(torch.float64).square() / hinv_diag[_row_groups(ctx, h)])
 
 
 def obs_reconstruct(ctx: LayerContext, keep: torch.Tensor) -> torch.Tensor:
@@ -228,7 +237,8 @@ def obs_reconstruct(ctx: LayerContext, keep: torch.Tensor) -> torch.Tensor:
 register_criterion("l1", _l1, description="weight magnitude |w|")
 register_criterion("l2", _l2, description="squared weight w² (L2 norm over channels/blocks)")
 register_criterion("random", _random, description="uniform random, seeded (a baseline)")
-register_criterion("taylor", _taylor, needs={"grad"}, description="first-order Taylor Σ|w·∂L/∂w|")
+register_criterion("taylor", _taylor, needs={"fisher"},
+                   description="first-order Taylor, per sample: mean over samples of |w·∂ℓᵢ/∂w|")
 register_criterion("hessian", _hessian, needs={"fisher"},
                    description="OBD ½·F·w², F the diagonal empirical Fisher (mean per-sample squared gradient)")
 register_criterion("activation", _activation, needs={"input", "output"},

@@ -129,8 +129,8 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
     """Accumulate the calibration statistics ``needs`` over ``batches`` calibration batches.
 
     ``grad``: Σ|w·g| and Σg² per weight (g = ∂L/∂w of each mini-batch's loss, the workload's);
-    ``fisher``: Σᵢ gᵢ² per weight over the calibration samples (gᵢ = ∂ℓᵢ/∂w of sample i's own
-    loss: :func:`per_sample_grad_sq`), and the sample count;
+    ``fisher``: Σᵢ gᵢ² and Σᵢ |gᵢ| per weight over the calibration samples (gᵢ = ∂ℓᵢ/∂w of
+    sample i's own loss: :func:`per_sample_grad_sq`), and the sample count;
     ``input``: Σx_j² per input column; ``output``: Σ mean|y| per output channel;
     ``gram``: Σ XᵀX of the input rows (:attr:`LayerStats.gram`).
     The model is run in eval mode (batch-norm statistics untouched) and left unchanged.
@@ -187,11 +187,12 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
                         st.taylor = _acc(st.taylor, (t.weight * g).abs().double())
                         st.grad_sq = _acc(st.grad_sq, g.double().square())
                 if "fisher" in needs:
-                    sq = _functional_grad_sq(model, data, batch, params) if batch.index is None else None
-                    if sq is None:  # graphs (samples share one forward), or no vmap support
-                        sq = per_sample_grad_sq(data, logits, batch.targets, params)
-                    for name, g2 in zip(names, sq):
+                    sums = _functional_grad_sums(model, data, batch, params) if batch.index is None else None
+                    if sums is None:  # graphs (samples share one forward), or no vmap support
+                        sums = _per_sample_grad_sums(data, logits, batch.targets, params)
+                    for name, g2, g1 in zip(names, *sums):
                         stats[name].fisher = _acc(stats[name].fisher, as_matrix(g2))
+                        stats[name].grad_abs = _acc(stats[name].grad_abs, as_matrix(g1))
                         stats[name].samples += int(logits.shape[0])
             for st in stats.values():
                 st.batches += 1
@@ -204,9 +205,9 @@ def collect_stats(model: nn.Module, targets: Mapping[str, Target], data: Workloa
     return stats
 
 
-def _functional_grad_sq(model: nn.Module, data: WorkloadLike, batch: Any, params: list[torch.Tensor], *,
-                        chunk: int = 32) -> list[torch.Tensor] | None:
-    """Σᵢ gᵢ² per parameter with ``vmap(grad(loss of one sample))`` over the batch's samples.
+def _functional_grad_sums(model: nn.Module, data: WorkloadLike, batch: Any, params: list[torch.Tensor], *,
+                          chunk: int = 32) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+    """(Σᵢ gᵢ², Σᵢ |gᵢ|) per parameter with ``vmap(grad(loss of one sample))`` over the batch's samples.
 
     The usual per-sample-gradient recipe (``torch.func.functional_call``), an order of magnitude
     faster than :func:`per_sample_grad_sq` when samples are independent rows of the inputs (not
@@ -237,24 +238,37 @@ def _functional_grad_sq(model: nn.Module, data: WorkloadLike, batch: Any, params
 
     tp = {k: p.detach() for k, p in zip(keys, params)}
     total = [torch.zeros(p.shape, dtype=torch.float64) for p in params]
+    total_abs = [torch.zeros(p.shape, dtype=torch.float64) for p in params]
     rows = int(batch.targets.shape[0])
     try:
         for start in range(0, rows, chunk):
             sl = slice(start, min(rows, start + chunk))
             g = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))(
                 tp, tuple(x[sl] for x in batch.inputs), {k: v[sl] for k, v in kwargs.items()}, batch.targets[sl])
-            for acc, k in zip(total, keys):
-                acc += g[k].detach().double().square().sum(0)
+            for acc, acc_abs, k in zip(total, total_abs, keys):
+                gk = g[k].detach().double()
+                acc += gk.square().sum(0)
+                acc_abs += gk.abs().sum(0)
     except Exception:  # noqa: BLE001 - an op without a batching rule: use the shared-forward path
         return None
     finally:
         refresh_pruned(model)
-    return total
+    return total, total_abs
 
 
 def per_sample_grad_sq(data: WorkloadLike, outputs: torch.Tensor, targets: torch.Tensor,
                        params: list[torch.Tensor], *, chunk: int = 32) -> list[torch.Tensor]:
     """Σᵢ gᵢ² per parameter, gᵢ = ∂ℓ(outputᵢ, targetᵢ)/∂θ the gradient of sample i's own loss.
+
+    The first of :func:`_per_sample_grad_sums`, whose docstring says how.
+    """
+    return _per_sample_grad_sums(data, outputs, targets, params, chunk=chunk)[0]
+
+
+def _per_sample_grad_sums(data: WorkloadLike, outputs: torch.Tensor, targets: torch.Tensor,
+                          params: list[torch.Tensor], *, chunk: int = 32
+                          ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(Σᵢ gᵢ², Σᵢ |gᵢ|) per parameter, gᵢ the gradient of sample i's own loss.
 
     The forward pass is shared: the loss gradient of each output row, ∂ℓᵢ/∂outputᵢ
     (``torch.func.vmap(grad(...))``), is back-propagated as a batch of one-hot cotangents with
@@ -276,24 +290,26 @@ def per_sample_grad_sq(data: WorkloadLike, outputs: torch.Tensor, targets: torch
         g_out = torch.stack([torch.autograd.grad(one(o.requires_grad_(), t), o)[0]
                              for o, t in zip(out.clone(), targets)])
     total = [torch.zeros(p.shape, dtype=torch.float64) for p in params]
+    total_abs = [torch.zeros(p.shape, dtype=torch.float64) for p in params]
+
+    def add(grads: tuple[torch.Tensor | None, ...]) -> None:  # grads: (samples, *shape) each
+        for acc, acc_abs, g in zip(total, total_abs, grads):
+            if g is not None:
+                acc += g.double().square().sum(0)
+                acc_abs += g.double().abs().sum(0)
+
     for start in range(0, rows, chunk):
         idx = torch.arange(start, min(rows, start + chunk))
         ct = torch.zeros((len(idx), *out.shape), dtype=out.dtype)
         ct[torch.arange(len(idx)), idx] = g_out[idx]
         try:
-            gs = torch.autograd.grad(outputs, params, grad_outputs=ct, retain_graph=True,
-                                     is_grads_batched=True, allow_unused=True)
-            per = [None if g is None else g.double().square().sum(0) for g in gs]
+            add(torch.autograd.grad(outputs, params, grad_outputs=ct, retain_graph=True,
+                                    is_grads_batched=True, allow_unused=True))
         except RuntimeError:  # an op without a batching rule: loop over the samples
-            per = [None] * len(params)
             for c in ct:
                 gs = torch.autograd.grad(outputs, params, grad_outputs=c, retain_graph=True, allow_unused=True)
-                per = [a if g is None else (g.double().square() if a is None else a + g.double().square())
-                       for a, g in zip(per, gs)]
-        for acc, g2 in zip(total, per):
-            if g2 is not None:
-                acc += g2
-    return total
+                add(tuple(None if g is None else g[None] for g in gs))
+    return total, total_abs
 
 
 def _read_by_parent(model: nn.Module, module: nn.Module) -> bool:

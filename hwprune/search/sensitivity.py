@@ -57,7 +57,7 @@ __all__ = [
 #: how sensitivity is obtained: one-shot measurement, or the second-order proxy
 SENSITIVITY_METHODS = ("measured", "fisher")
 #: bump when the measurement changes meaning, so old cache entries are not reused
-_CACHE_VERSION = 2  # 2: dead rows of any pattern lose bias and batch-norm
+_CACHE_VERSION = 3  # 2: dead rows of any pattern lose bias and batch-norm; 3: taylor per sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +182,33 @@ def _zeroed(module: nn.Module, pname: str, keep: torch.Tensor) -> Iterator[None]
 
 
 @contextlib.contextmanager
-def pruned_layer(target, mask: np.ndarray, followers: Mapping[str, list] | None) -> Iterator[None]:
+def _replaced(tensor: torch.Tensor, values: torch.Tensor) -> Iterator[None]:
+    """Temporarily give ``tensor`` the ``values`` (same numel); restored bit for bit on exit."""
+    saved = tensor.detach().clone()
+    with torch.no_grad():
+        tensor.copy_(values.reshape(tensor.shape).to(tensor.dtype))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            tensor.copy_(saved)
+
+
+@contextlib.contextmanager
+def pruned_layer(target, mask: np.ndarray, followers: Mapping[str, list] | None,
+                 weight: torch.Tensor | None = None) -> Iterator[None]:
     """Prune one layer (a :class:`~hwprune.prune.engine.Target`) to ``mask`` for the duration.
 
     Rows the mask leaves all-zero also lose their bias and following batch-norm, whatever the
     pattern, as :func:`hwprune.prune.engine.mask_dead_rows` does when the layer is pruned.
+    ``weight`` (N×K), if given, replaces the layer's trained weight meanwhile: a criterion's
+    compensation (``obs``), as :func:`hwprune.prune.engine.compensate` applies it when pruning.
     """
     w = getattr(target.module, target.param)
     keep = torch.from_numpy(np.ascontiguousarray(mask)).reshape(w.shape)
     with contextlib.ExitStack() as stack:
+        if weight is not None:
+            stack.enter_context(_replaced(target.orig, weight))
         stack.enter_context(_zeroed(target.module, target.param, keep))
         rows = torch.from_numpy(mask.any(axis=1))
         if not bool(rows.all()):
@@ -207,9 +225,10 @@ def pruned_layer(target, mask: np.ndarray, followers: Mapping[str, list] | None)
 
 
 def measure_layer(model: nn.Module, data: WorkloadLike, target, mask: np.ndarray, baseline: tuple[float, float],
-                  *, followers: Mapping[str, list] | None = None) -> Sensitivity:
-    """Loss and accuracy change when only ``target`` is pruned to ``mask`` (one shot)."""
-    with pruned_layer(target, mask, followers):
+                  *, followers: Mapping[str, list] | None = None, weight: torch.Tensor | None = None) -> Sensitivity:
+    """Loss and accuracy change when only ``target`` is pruned to ``mask`` (one shot; with the
+    kept entries set to ``weight`` if the criterion compensates)."""
+    with pruned_layer(target, mask, followers, weight):
         loss, acc = val_metrics(model, data)
     return Sensitivity(loss - baseline[0], acc - baseline[1])
 

@@ -301,7 +301,7 @@ def build_table(model: nn.Module, data: WorkloadLike | str, array: str | ArrayCo
     costs = np.zeros((L, C, len(COST_KEYS)))
     masks: dict[tuple[str, int], np.ndarray] = {}
     reference = np.zeros((L, len(COST_KEYS)))
-    todo: list[tuple[int, int, np.ndarray, str]] = []
+    todo: list[tuple[int, int, np.ndarray, str, torch.Tensor | None]] = []
     reused = 0
     for i, name in enumerate(layers):
         t = targets[name]
@@ -340,16 +340,18 @@ def build_table(model: nn.Module, data: WorkloadLike | str, array: str | ArrayCo
             if hit is not None:
                 loss[i, j], acc[i, j] = hit.loss, hit.accuracy
                 reused += 1
-            else:
-                todo.append((i, j, mask, key))
+            else:  # a compensating criterion (obs) is measured with its re-fitted weights, as prune applies them
+                fitted = None if crit.update is None else crit.update(
+                    LayerContext(name, t.weight, pat, stats[name], seed), torch.from_numpy(mask))
+                todo.append((i, j, mask, key, fitted))
 
     if check is not None:
         check(SearchTable.from_arrays(cfg, layers, cands, np.zeros((L, C)), costs, allowed=allowed,
                                       fixed=fixed, reference_costs=reference))
     with deterministic(seed), _progress(progress and bool(todo), "sensitivity", len(todo)) as advance:
-        for i, j, mask, key in todo:
+        for i, j, mask, key, fitted in todo:
             name, pat = layers[i], cands[j]
-            s = measure_layer(model, task, targets[name], mask, baseline, followers=followers)
+            s = measure_layer(model, task, targets[name], mask, baseline, followers=followers, weight=fitted)
             loss[i, j], acc[i, j] = s.loss, s.accuracy
             if use_cache:
                 cache.put(key, s, layer=name, candidate=str(pat), criterion=crit.name, task=tfp, model=mhash)
