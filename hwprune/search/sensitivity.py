@@ -163,25 +163,6 @@ def val_metrics(model: nn.Module, data: WorkloadLike) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def _zeroed(module: nn.Module, pname: str, keep: torch.Tensor) -> Iterator[None]:
-    """Temporarily keep only ``keep`` (bool, the tensor's shape) of ``module.pname``.
-
-    A tensor already pruned with ``torch.nn.utils.prune`` gets its mask narrowed (so pruning
-    only removes); a plain parameter is zeroed in place.  Restored bit for bit on exit.
-    """
-    mask = getattr(module, pname + "_mask", None)
-    tensor = mask if mask is not None else getattr(module, pname)
-    saved = tensor.detach().clone()
-    with torch.no_grad():
-        tensor.mul_(keep.to(tensor.dtype))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            tensor.copy_(saved)
-
-
-@contextlib.contextmanager
 def _replaced(tensor: torch.Tensor, values: torch.Tensor) -> Iterator[None]:
     """Temporarily give ``tensor`` the ``values`` (same numel); restored bit for bit on exit."""
     saved = tensor.detach().clone()
@@ -192,6 +173,17 @@ def _replaced(tensor: torch.Tensor, values: torch.Tensor) -> Iterator[None]:
     finally:
         with torch.no_grad():
             tensor.copy_(saved)
+
+
+def _zeroed(module: nn.Module, pname: str, keep: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+    """Temporarily keep only ``keep`` (bool, the tensor's shape) of ``module.pname``.
+
+    A tensor already pruned with ``torch.nn.utils.prune`` gets its mask narrowed (so pruning
+    only removes); a plain parameter is zeroed in place.  Restored bit for bit on exit.
+    """
+    mask = getattr(module, pname + "_mask", None)
+    tensor = mask if mask is not None else getattr(module, pname)
+    return _replaced(tensor, tensor.detach() * keep.to(tensor.dtype))
 
 
 @contextlib.contextmanager
