@@ -419,3 +419,18 @@ def test_gelu_transformer_quantizes_with_integer_gelu(transformers):
         ref = model(x).double().numpy()
     got = q.logits(x)
     assert np.abs(got - ref).mean() < 0.1 * np.abs(ref).mean()
+
+
+def test_export_of_a_transformer_is_refused_by_name(transformers, tmp_path, capsys):
+    """Images, manifest and QDQ describe conv/linear chains: a Transformer checkpoint is one line
+    and exit 2, nothing written."""
+    from hwprune.checkpoint import save_checkpoint
+    from hwprune.cli import main
+
+    task, m, pats = transformers
+    ckpt = save_checkpoint(tmp_path / "t.pt", m["2:4"], arch=task.arch, task=task.name, patterns=pats["2:4"],
+                           masks=None, metrics=None, arch_kwargs=dict(task.arch_kwargs))
+    assert main(["export", str(ckpt), "--array", "os8x8", "--out", str(tmp_path / "out"), "--calib", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "QuantTransformer" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -464,6 +464,7 @@ def export_model(model: torch.nn.Module, qmodel: QuantModel, batch: torch.Tensor
     """
     from .onnx import export_float_onnx, export_qdq_onnx
 
+    _check_chain(qmodel)
     fmts = list(dict.fromkeys(formats))
     unknown = [f for f in fmts if f not in ALL_FORMATS]
     if unknown or not fmts:
@@ -514,6 +515,16 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_chain(q: object) -> None:
+    """The bundle (images, manifest, QDQ) describes conv/linear chains; refuse anything else by name."""
+    from ..errors import UnsupportedLayerError
+
+    if not isinstance(q, QuantModel):
+        raise UnsupportedLayerError(f"export writes conv/linear chains (QuantModel), not a {type(q).__name__}: "
+                                    "a Transformer's int8 model has no image bundle or QDQ file yet "
+                                    "(its integer reference runs on the RTL with `hwprune sim CKPT --model-run`)")
+
+
 def largest_batch(q: QuantModel, array: ArrayConfig, upto: int) -> int:
     """The largest test batch ≤ ``upto`` whose every layer fits the array's memories.
 
@@ -524,6 +535,7 @@ def largest_batch(q: QuantModel, array: ArrayConfig, upto: int) -> int:
     """
     from ..errors import UnsupportedLayerError
 
+    _check_chain(q)
     shape = (1, *q.input_shape)
     error: UnsupportedLayerError | None = None
     for b in range(upto, 0, -1):
