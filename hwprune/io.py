@@ -12,6 +12,7 @@ finds most of them *before* the expensive work that produces the file.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from .errors import ExportError
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "write_with", "print_json", "check_writable",
-           "check_output_dir", "clean_stale_temps"]
+           "check_output_dir", "clean_stale_temps", "source_digest"]
 
 _TAG = "hwprune-"
 
@@ -166,3 +167,21 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None], *, force
     with atomic_path(path, force=force) as tmp:
         writer(tmp)
     return Path(path)
+
+
+@functools.lru_cache(maxsize=8)
+def source_digest(package: str, suffixes: tuple[str, ...] = (".py", ".v")) -> str:
+    """sha256 of the files of ``package`` ending in ``suffixes`` (names and contents, sorted),
+    found without importing it: what a cache of the package's products (a Verilator build, a
+    synthesis result) must be keyed by, so that changing a generator invalidates it."""
+    import hashlib
+    from importlib.util import find_spec
+
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"{package!r} is not a package")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.name.endswith(suffixes)):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()

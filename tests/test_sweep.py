@@ -191,3 +191,20 @@ def test_example_space_file_loads():
     sp = load_space(Path(__file__).parent.parent / "examples" / "space.toml")
     # os: 2 rows × 2 cols × 2 N-sets × 2 overlaps × 2 × 2 SRAM = 64; ws and is: 2 × 2 × 2 × 2 = 16 each
     assert len(sp.designs) == 96 and sp.search_budgets == {"digits_cnn": (0.5,)}
+
+
+def test_area_cache_is_stale_once_the_generators_change(tmp_path, monkeypatch):
+    """A cached synthesis of other RTL generators (hwprune/rtl edited since) is redone."""
+    from hwprune import load_array
+    monkeypatch.setenv("HWPRUNE_CACHE", str(tmp_path))
+    rc = RtlConfig.of(load_array("os8x8").replace(rows=2, cols=2, slot_options=(4,)))
+    fake = {"total": {"cells": 123, "flip_flops": 4, "multipliers": 4}}
+    monkeypatch.setattr("hwprune.rtl.emit.synth_stats", lambda *a, **k: fake)
+    assert area_of(rc, ice40=False, fmax=False)["cells"] == 123
+    path = tmp_path / "area" / f"{rc.key}.json"
+    entry = json.loads(path.read_text())
+    assert area_of(rc, ice40=False, fmax=False)["cached"]
+    path.write_text(json.dumps({**entry, "rtl_sources": "0" * 64, "cells": 999}))
+    fake["total"]["cells"] = 456
+    again = area_of(rc, ice40=False, fmax=False)
+    assert not again["cached"] and again["cells"] == 456

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..config import ArrayConfig, load_array
 from ..errors import HwPruneError
-from ..io import write_text
+from ..io import source_digest, write_text
 
 __all__ = ["RtlConfig", "area_of", "memory_bits", "area_cache_dir", "FMAX_DEVICE"]
 
@@ -108,6 +108,9 @@ def area_of(rc: RtlConfig, *, ice40: bool = True, fmax: bool = True, cache: Path
     """
     path = (cache or area_cache_dir()) / f"{rc.key}.json"
     have: dict[str, object] = json.loads(path.read_text()) if path.is_file() else {}
+    rtl = source_digest("hwprune.rtl")
+    if have.get("rtl_sources") != rtl:
+        have = {"rtl_sources": rtl}         # synthesised from other generators: stale
     need_cells = "cells" not in have or (ice40 and "ice40_lut4" not in have)
     need_fmax = fmax and "fmax_mhz" not in have
     if not (need_cells or need_fmax):
