@@ -48,8 +48,8 @@ def _task(name: str, images: int | None, array: str) -> dict[str, object]:
         res = run_model(q, x, array, verify=False)
         out["models"][label] = {
             "accuracy_fp32_test_set": evaluate(model, task), "accuracy_int8_test_set": evaluate_int(q, task),
-            "accuracy_rtl": float((res.outputs.argmax(axis=1) == targets).mean()),
-            "accuracy_reference": float((res.reference.argmax(axis=1) == targets).mean()),
+            "accuracy_rtl": float((res.logits.argmax(axis=1) == targets).mean()),
+            "accuracy_reference": float((res.reference_logits.argmax(axis=1) == targets).mean()),
             "bit_exact": res.bit_exact, "cycles": res.cycles, "predicted_cycles": res.predicted_cycles,
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "layers": [layer.to_dict() for layer in res.layers]}

@@ -330,8 +330,8 @@ def _simulate(run: _Run) -> str:
              "N": r.N, "cycles": r.cycles, "predicted_cycles": r.predicted_cycles,
              "cycle_exact": r.cycles == r.predicted_cycles, "bit_exact": True, "chunks": r.chunks}
             for r in result.layers]
-    rtl_acc = float((result.outputs.argmax(axis=1) == y).mean())
-    ref_acc = float((result.reference.argmax(axis=1) == y).mean())
+    rtl_acc = float((result.logits.argmax(axis=1) == y).mean())
+    ref_acc = float((result.reference_logits.argmax(axis=1) == y).mean())
     run.summary["accuracy"]["rtl"] = rtl_acc
     run.summary["accuracy"]["int8_on_simulated_images"] = ref_acc
     run.summary["simulation"] = {

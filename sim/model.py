@@ -48,12 +48,31 @@ class LayerOnRtl:
 
 @dataclass(frozen=True, slots=True)
 class ModelRun:
-    """The model's integer outputs from the simulated array and from the integer reference."""
+    """The model's integer outputs from the simulated array and from the integer reference.
+
+    ``output_scale`` is the real value of one output unit per channel: each output channel has
+    its own (the last layer's per-channel weight scales), so predictions come from
+    :attr:`logits`, not from the integers' argmax.
+    """
 
     outputs: np.ndarray
     reference: np.ndarray
     layers: tuple[LayerOnRtl, ...]
     seconds: float
+    output_scale: np.ndarray | None = None
+
+    def _dequantized(self, out: np.ndarray) -> np.ndarray:
+        scale = np.ones(1) if self.output_scale is None else np.asarray(self.output_scale)
+        return out * scale.reshape((-1,) + (1,) * (out.ndim - 2))
+
+    @property
+    def logits(self) -> np.ndarray:
+        """The simulated outputs dequantized (what a prediction is the argmax of)."""
+        return self._dequantized(self.outputs)
+
+    @property
+    def reference_logits(self) -> np.ndarray:
+        return self._dequantized(self.reference)
 
     @property
     def bit_exact(self) -> bool:
@@ -160,7 +179,7 @@ def run_model(qmodel, x_int: np.ndarray, array: ArrayConfig | str, *, backend: s
         return acc
 
     out = qmodel.run(x, gemm=on_rtl).output
-    result = ModelRun(out, ref.output, tuple(layers), time.perf_counter() - t0)
+    result = ModelRun(out, ref.output, tuple(layers), time.perf_counter() - t0, qmodel.output_scale)
     if verify and not result.bit_exact:
         raise VerificationError(f"model outputs on the RTL differ from the integer reference in "
                                 f"{int((result.outputs != result.reference).sum())} places")

@@ -26,6 +26,8 @@ def test_digits_cnn_2_4_on_the_rtl_equals_the_integer_reference():
     res = run_model(q, x, "os8x8")
     assert res.bit_exact
     np.testing.assert_array_equal(res.outputs, q.forward_int(x))
+    # predictions come from the dequantized logits (each output channel has its own scale)
+    np.testing.assert_array_equal(res.logits, q.logits(task.test.inputs[0][:64]))
     assert res.cycles == res.predicted_cycles > 0
     assert [layer.name for layer in res.layers] == [layer.name for layer in q.layers]
     # conv layers of 64 images do not fit the 64 KiB activation SRAM at once: row chunks
@@ -62,6 +64,7 @@ def test_tiny_transformer_2_4_on_the_rtl_equals_the_integer_reference():
     res = run_model(q, x, "os8x8")
     assert res.bit_exact
     np.testing.assert_array_equal(res.outputs, q.forward_int(x))
+    np.testing.assert_array_equal(res.logits, q.logits(tokens))
     assert res.cycles == res.predicted_cycles > 0
     assert all(layer.cycles == layer.predicted_cycles for layer in res.layers)
     specs = from_torch(models["2:4"], (tokens,))

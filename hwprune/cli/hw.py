@@ -209,8 +209,8 @@ def _run_model_on_rtl(args: argparse.Namespace) -> int:
     res = run_model(q, x, array, backend=args.backend, verify=False)
     ok = res.bit_exact and res.cycles == res.predicted_cycles
     summary = {"checkpoint": str(args.model), "array": array.name, "backend": args.backend, "images": n,
-               "accuracy_rtl": float((res.outputs.argmax(axis=1) == targets).mean()),
-               "accuracy_reference": float((res.reference.argmax(axis=1) == targets).mean()),
+               "accuracy_rtl": float((res.logits.argmax(axis=1) == targets).mean()),
+               "accuracy_reference": float((res.reference_logits.argmax(axis=1) == targets).mean()),
                **res.to_dict()}
     if args.json:
         print(json.dumps(summary, indent=2))
