@@ -219,6 +219,11 @@ def obs_reconstruct(ctx: LayerContext, keep: torch.Tensor) -> torch.Tensor:
     (w − ŵ)ᵀH(w − ŵ) subject to ŵ_P = 0: ŵ_S = w_S + H_SS⁻¹ H_SP w_P (the OBS update of
     Hassibi & Stork for a set of weights; one exact solve per row, as OBC does).  Entries of
     ``keep`` that are False come back as 0.
+
+    Cost: one |S|×|S| solve per row, O(N·|S|³) — seconds for the zoo's layers, slow for
+    layers keeping thousands of weights per row.  SparseGPT's column-sequential update is
+    cheaper (O(K³ + N·K²)) but, with the mask fixed beforehand, lost 9 pt against this exact
+    fit on the digits CNN at 90 % (it needs its own adaptive mask choice).
     """
     h = _damped(_need(ctx, "gram", "obs"))
     w = ctx.weight.to(torch.float64)

@@ -357,7 +357,7 @@ def compute_scores(model: nn.Module, data: WorkloadLike | None, criterion: str |
     """N×K float64 scores of ``criterion`` for every layer in ``patterns``.
 
     Entries an earlier pruning step removed score 0.  Criteria that need calibration data
-    (``taylor``, ``hessian``, ``activation``) read ``calib_batches`` calibration batches of
+    (``taylor``, ``hessian``, ``activation``, ``obs``) read ``calib_batches`` calibration batches of
     ``data`` (a built-in task or a :class:`~hwprune.workload.Workload`).
     """
     crit = get_criterion(criterion)
