@@ -321,14 +321,14 @@ def _simulate(run: _Run) -> str:
     run.events.start("simulate", len(qmodel.layers))
     try:
         # every conv/linear layer on Verilator, fed the previous simulated layer's requantized
-        # outputs; each layer (or row chunk that fits the memories) checked bit- and cycle-exact
+        # outputs; each layer (in passes when it does not fit the memories) checked bit- and cycle-exact
         result = run_model(qmodel, qmodel.quantize_input(x), run.array, verify=False,
                            on_layer=lambda _: run.events.advance())
     except VerificationError as exc:
         raise _Failed(f"simulated RTL disagrees with the integer reference or the cost model: {exc}") from None
     rows = [{"layer": r.name, "pattern": str(qmodel.layer(r.name).pattern or "dense"), "M": r.M, "K": r.K,
              "N": r.N, "cycles": r.cycles, "predicted_cycles": r.predicted_cycles,
-             "cycle_exact": r.cycles == r.predicted_cycles, "bit_exact": True, "chunks": r.chunks}
+             "cycle_exact": r.cycles == r.predicted_cycles, "bit_exact": True, "passes": r.passes}
             for r in result.layers]
     rtl_acc = float((result.logits.argmax(axis=1) == y).mean())
     ref_acc = float((result.reference_logits.argmax(axis=1) == y).mean())

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from hwprune.config import ArrayConfig, load_array
-from hwprune.cost import estimate_layer
-from hwprune.errors import ConfigError, UnsupportedLayerError, VerificationError
-from hwprune.images import LayerImages, build_images, decode_outputs, reference_outputs
-from hwprune.io import atomic_path, check_writable
+from hwprune.errors import ConfigError, VerificationError
+from hwprune.images import reference_outputs
+from hwprune.io import check_writable
 from hwprune.ir import LayerSpec, im2col
 from hwprune.patterns import SparsityPattern, parse_pattern
+from hwprune.sim.dma import DmaRun, LayerProgram, build_program, run_amaranth
 
 __all__ = ["SimResult", "simulate", "BACKENDS", "quantize_int8", "layer_operands"]
 
@@ -26,8 +26,12 @@ class SimResult:
     """What a simulation produced and how it compares with the references.
 
     ``outputs_int32`` has the activations' leading shape: (M, N) for (M, K) activations, else
-    (groups, M, N/groups).  ``seconds`` is end to end (images in, results out) without
-    compilation; ``compile_seconds`` is 0 for a cached Verilator build.
+    (groups, M, N/groups).  ``cycles`` are the testbench's ticks from the first DMA word to the
+    last output stored (every pass's loads, array run and store, on the timeline of
+    :mod:`hwprune.sim.dma`); ``predicted_cycles`` the cost model's total (compute + fill +
+    stall).  ``load_cycles``/``array_cycles``/``store_cycles`` are the sums over passes of
+    L_p, A_p and S_p (they overlap when double-buffered).  ``seconds`` is end to end (images
+    in, results out) without compilation; ``compile_seconds`` is 0 for a cached Verilator build.
     """
 
     layer: str
@@ -46,6 +50,12 @@ class SimResult:
     #: only on arrays with ``allow_accumulator_wrap``)
     wrapped: int = 0
     skipped_groups: int = 0
+    passes: int = 1
+    pass_order: str = ""
+    double_buffer: bool = False
+    load_cycles: int = 0
+    array_cycles: int = 0
+    store_cycles: int = 0
 
     @property
     def bit_exact(self) -> bool:
@@ -66,7 +76,10 @@ class SimResult:
                 "predicted_cycles": self.predicted_cycles, "cycle_exact": self.cycle_exact,
                 "bit_exact": self.bit_exact, "seconds": self.seconds, "run_seconds": self.run_seconds,
                 "compile_seconds": self.compile_seconds, "cycles_per_second": self.cycles_per_second,
-                "wrapped": self.wrapped, "skipped_groups": self.skipped_groups}
+                "wrapped": self.wrapped, "skipped_groups": self.skipped_groups, "passes": self.passes,
+                "pass_order": self.pass_order, "double_buffer": self.double_buffer,
+                "load_cycles": self.load_cycles, "array_cycles": self.array_cycles,
+                "store_cycles": self.store_cycles}
 
 
 def quantize_int8(weights: np.ndarray, bits: int = 8) -> tuple[np.ndarray, float]:
@@ -88,7 +101,6 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     ``seed`` (for a convolution: a random input feature map lowered by :func:`~hwprune.ir.im2col`)."""
     array = load_array(array)
     pat = parse_pattern(pattern) if pattern is not None else layer.sparsity
-    _check_operands_fit(layer, pat, array)
     rng = np.random.default_rng(seed)
     wb, ab = array.weight_bits, array.act_bits
     if layer.weight is not None:
@@ -114,82 +126,18 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     return w.astype(np.int64), acts
 
 
-def _check_operands_fit(layer: LayerSpec, pattern: SparsityPattern | None, array: ArrayConfig) -> None:
-    """UnsupportedLayerError before allocating operands that cannot fit the array's memories.
-
-    Lower bounds, whatever the mask: every activation is stored; random weights (a layer
-    without its own) keep ``density`` of N×K non-zeros and every output channel.  The exact
-    check, word by word, is :func:`~hwprune.images.build_images`'s.
-    """
-    density = pattern.density if pattern is not None else 1.0
-    needs = [("act_sram_kib", layer.groups * layer.M * layer.K * array.act_bits, "activations")]
-    if layer.weight is None:
-        needs += [("weight_sram_kib", density * layer.N * layer.K * array.weight_bits, "weights"),
-                  ("out_sram_kib", layer.M * layer.N * array.acc_bits, "outputs")]
-    for key, bits, what in needs:
-        have = getattr(array, key)
-        if bits > have * 8192:
-            raise UnsupportedLayerError(
-                f"{layer.name}: its {what} need at least {bits / 8192:,.0f} KiB but array "
-                f"{array.name!r} has {key} = {have:g}; use a larger array config or split the layer")
-
-
-def _amaranth_run(images: LayerImages, array: ArrayConfig, *, vcd: str | Path | None, force: bool,
-                  max_cycles: int) -> tuple[list[int], int, int, float]:
-    from amaranth.sim import Simulator
-
-    from hwprune.rtl import SparseArrayTop
-
-    init = {k: v for k, v in images.words.items() if k != "outputs"}
-    top = SparseArrayTop(array=array, slots=images.map.slots, init=init)
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    n_out = len(images.words["outputs"])
-    result: dict[str, object] = {}
-
-    async def bench(ctx):
-        ctx.set(top.start, 1)                 # cycle 0
-        await ctx.tick()
-        ctx.set(top.start, 0)
-        n = 1
-        while not ctx.get(top.done):
-            if n >= max_cycles:
-                result["timeout"] = n
-                return
-            await ctx.tick()
-            n += 1
-        result["cycles"] = ctx.get(top.cycles)
-        result["ticks"] = n
-        words = []
-        for a in range(n_out):
-            ctx.set(top.host_addr, a)
-            await ctx.tick()
-            words.append(ctx.get(top.host_data))
-        result["words"] = words
-
-    sim.add_testbench(bench)
-    t0 = time.perf_counter()
-    if vcd is not None:
-        with atomic_path(vcd, force=force) as tmp, sim.write_vcd(str(tmp)):
-            sim.run()
-    else:
-        sim.run()
-    secs = time.perf_counter() - t0
-    if "timeout" in result:
-        raise VerificationError(f"{images.layer}: done never rose within {result['timeout']} cycles")
-    return result["words"], int(result["cycles"]), int(result["ticks"]), secs
-
-
 def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
              pattern: SparsityPattern | str | None, array: ArrayConfig | str, *,
              backend: str = "verilator", vcd: str | Path | None = None, force: bool = False,
              verify: bool = True) -> SimResult:
-    """Simulate one layer cycle-accurately on the generated N:M array.
+    """Simulate one layer cycle-accurately on the generated N:M array, in passes, with its data
+    movement: the testbench is the DMA engine (:mod:`hwprune.sim.dma`).
 
     Parameters
     ----------
     layer : LayerSpec
-        GEMM shape (M, K, N, groups).
+        GEMM shape (M, K, N, groups), of any size: a layer larger than the memories runs in the
+        schedule's passes.
     weights_int8 : ndarray
         N×K integer weights (already pruned: their non-zeros are the mask).
     acts_int8 : ndarray
@@ -198,7 +146,7 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
         The N:M pattern (``"2:4"``) choosing the design's issue width; ``None``/``"dense"``
         runs the dense design (unless the weights' non-zeros allow fewer slots).
     array : ArrayConfig or str
-        Array config or preset name.  The memories are sized by it, not by the layer.
+        Array config or preset name: memories (the design), DRAM bandwidth and buffering.
     backend : {"verilator", "amaranth"}
         Verilator (compiled once per design and cached) or the Amaranth Python simulator.
     vcd : path, optional
@@ -208,14 +156,16 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
         Overwrite an existing ``vcd`` (else :class:`~hwprune.errors.ExportError`).
     verify : bool
         Raise :class:`VerificationError` unless outputs equal the numpy reference bit for bit
-        and cycles equal ``estimate_layer(...).array_cycles``.
+        and the simulated total equals ``estimate_layer(...).cycles``.  Whatever ``verify``,
+        every pass's design cycle counter must equal the bench's ticks and the pass's
+        predicted array cycles.
 
     Raises
     ------
     UnsupportedLayerError
-        The layer does not fit the array's memories.
+        Not even one tile of the layer fits a bank of the memories.
     VerificationError
-        Outputs or cycles differ (with ``verify``), naming the first differing element.
+        Outputs or cycles differ, naming the first differing element or both cycle counts.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -226,35 +176,34 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
     array = load_array(array)
     array.check_accumulator(layer.K, layer.name)
     pat = parse_pattern(pattern) if pattern is not None else None
-    acts = np.asarray(acts_int8)
     t0 = time.perf_counter()
     compile_s = 0.0
-    images = build_images(layer, weights_int8, acts, array, pat)
-    mask = np.asarray(weights_int8) != 0
-    predicted = estimate_layer(layer, array, pat, mask).array_cycles
+    program = build_program(layer, weights_int8, acts_int8, array, pat)
+    predicted = program.plan.cycles
     max_cycles = 2 * predicted + 1000
     if backend == "verilator":
         from hwprune.sim import verilator
-        words, cycles, ticks, run_s, compile_s = verilator.run_layer(array, images, max_cycles=max_cycles)
+        run, compile_s = verilator.run_program(array, program.dma, max_cycles=max_cycles)
     else:
-        words, cycles, ticks, run_s = _amaranth_run(images, array, vcd=vcd, force=force,
-                                                    max_cycles=max_cycles)
-    if cycles != ticks:
-        raise VerificationError(f"{layer.name}: the design's cycle counter says {cycles}, the "
-                                f"testbench counted {ticks} ticks ({backend})")
-    out = decode_outputs(words, images)
+        run = run_amaranth(program.dma, array, vcd=vcd, force=force, max_cycles=max_cycles)
+    _check_counters(layer.name, backend, program, run)
+    out = program.decode(run)
     seconds = time.perf_counter() - t0 - compile_s
-    ref = images.expected
-    if acts.ndim == 2:
-        out, ref = out[0], ref[0]
-    dtype = np.int32 if array.acc_bits <= 32 else np.int64
+    ref = reference_outputs(program.weights, program.acts, layer.groups, array.acc_bits)
     wrapped = 0
     if array.accumulator_bits_needed(layer.K) > array.acc_bits:  # allowed to wrap: count it
-        x3 = acts if acts.ndim == 3 else acts[None]
-        wrapped = int((reference_outputs(weights_int8, x3, layer.groups, 64) != images.expected).sum())
-    result = SimResult(layer.name, backend, str(pat) if pat is not None else "dense", images.map.slots,
-                       images.folds, out.astype(dtype), ref.astype(dtype), cycles, predicted, seconds,
-                       run_s, compile_s, wrapped, int((~images.schedule.issued).sum()))
+        wrapped = int((reference_outputs(program.weights, program.acts, layer.groups, 64) != ref).sum())
+    if np.ndim(acts_int8) == 2:
+        out, ref = out[0], ref[0]
+    dtype = np.int32 if array.acc_bits <= 32 else np.int64
+    dma = program.dma
+    result = SimResult(layer.name, backend, str(pat) if pat is not None else "dense", dma.map.slots,
+                       program.schedule.folds_count, out.astype(dtype), ref.astype(dtype), run.ticks,
+                       predicted, seconds, run.seconds, compile_s, wrapped,
+                       int((~program.schedule.issued).sum()), passes=len(dma.passes), pass_order=program.plan.order,
+                       double_buffer=dma.double_buffer, load_cycles=sum(p.load_cycles for p in dma.passes),
+                       array_cycles=sum(r.cycles for r in run.passes),
+                       store_cycles=sum(p.store.cycles for p in dma.passes))
     if verify:
         if not result.bit_exact:
             where = tuple(int(i) for i in np.argwhere(result.outputs_int32 != result.reference)[0])
@@ -263,6 +212,18 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
             raise VerificationError(f"{layer.name}: output ({at}) is {result.outputs_int32[where]}, "
                                     f"the numpy reference says {result.reference[where]} ({backend})")
         if not result.cycle_exact:
-            raise VerificationError(f"{layer.name}: simulated {cycles} cycles, the cost model "
-                                    f"predicts {predicted} ({backend})")
+            raise VerificationError(f"{layer.name}: simulated {result.cycles} cycles in {result.passes} "
+                                    f"passes, the cost model predicts {predicted} ({backend})")
     return result
+
+
+def _check_counters(name: str, backend: str, program: LayerProgram, run: DmaRun) -> None:
+    """Per pass, the design's cycle counter must equal the ticks the testbench counted from
+    start to done and the pass's predicted array cycles A_p."""
+    for p, (dp, r) in enumerate(zip(program.dma.passes, run.passes)):
+        if r.cycles != r.ticks:
+            raise VerificationError(f"{name}: pass {p}: the design's cycle counter says {r.cycles}, the "
+                                    f"testbench counted {r.ticks} ticks ({backend})")
+        if r.cycles != dp.array_cycles:
+            raise VerificationError(f"{name}: pass {p}: the design took {r.cycles} cycles from start to "
+                                    f"done, the schedule predicts {dp.array_cycles} ({backend})")

@@ -1,4 +1,10 @@
-"""Random layers that break schedules, for property tests and ``benchmarks/rtl_fuzz.py``."""
+"""Random layers that break schedules, for property tests and ``benchmarks/rtl_fuzz.py``.
+
+:func:`random_case` draws a layer; :func:`pass_sized` shrinks an array's memories so that such
+layers run in one to a dozen passes (K split included), and :func:`random_dma` draws the data
+movement (buffering, DRAM bandwidth), which changes the DMA program but not the design: one
+Verilator build serves every draw.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,11 @@ from hwprune.config import ArrayConfig
 from hwprune.ir import LayerKind, LayerSpec
 from hwprune.patterns import Dense, SparsityPattern
 
-__all__ = ["random_case"]
+__all__ = ["random_case", "random_dma", "pass_sized"]
+
+#: DRAM bandwidths :func:`random_dma` draws from (bytes per cycle): slower and faster than the
+#: host port's word per cycle, and fractional
+DRAM_BYTES_PER_CYCLE = (0.75, 2.0, 5.0, 64.0)
 
 
 def random_case(array: ArrayConfig, pattern: SparsityPattern, seed: int, *, max_m: int = 9,
@@ -44,3 +54,23 @@ def random_case(array: ArrayConfig, pattern: SparsityPattern, seed: int, *, max_
     if not isinstance(pattern, Dense):
         w = np.where(pattern.mask(np.abs(w) + rng.random(w.shape) * 1e-3), w, 0)
     return layer, w, (x[0] if groups == 1 and rng.random() < 0.5 else x)
+
+
+def pass_sized(array: ArrayConfig, *, weights: int = 14, acts: int = 12, folds: int = 8) -> ArrayConfig:
+    """``array`` with memories of ``weights`` weight words, ``acts`` activation words (as laid
+    out for N < M; a dense design's are narrower, so it gets more) and ``folds`` folds of
+    outputs: :func:`random_case`'s layers then need from one to a dozen passes, and a dense
+    tile's K may not fit one bank (K split)."""
+    R, C, M = array.rows, array.cols, array.group_size
+    bits = {"weight_sram_kib": weights * C * (array.weight_bits + array.index_bits),
+            "act_sram_kib": acts * R * M * array.act_bits,
+            "out_sram_kib": folds * R * C * array.acc_bits}
+    return array.replace(**{key: b / 8192 for key, b in bits.items()})
+
+
+def random_dma(array: ArrayConfig, seed: int) -> ArrayConfig:
+    """``array`` single- or double-buffered, at a DRAM bandwidth of :data:`DRAM_BYTES_PER_CYCLE`,
+    drawn from ``seed`` (the design, hence its Verilator build, is unchanged)."""
+    rng = np.random.default_rng([seed, 1])
+    return array.replace(double_buffer=bool(rng.integers(2)),
+                         dram_bytes_per_cycle=float(rng.choice(DRAM_BYTES_PER_CYCLE)))

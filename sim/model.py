@@ -8,9 +8,8 @@ each GEMM, so the only thing done here is passing a simulation instead of ``refe
 the host steps are the reference's own code.  An attention product (Q·Kᵀ, A·V) runs dense with
 its second operand in the weight memory; its groups (batch × heads) are split into as many runs
 of the same design as the memories need.  A layer whose operands do not fit the array's
-memories at once runs in row chunks (a sub-GEMM of consecutive output rows, all channels, all
-K), each a separate run of the same design, each checked bit- and cycle-exact against its own
-prediction; the cost model itself does not split layers into passes yet.
+memories at once runs in the schedule's passes (:mod:`hwprune.sim.dma`), loads and stores
+included, and is checked bit- and cycle-exact against the cost model's total.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import numpy as np
 
 from hwprune.config import ArrayConfig, load_array
 from hwprune.errors import UnsupportedLayerError, VerificationError
-from hwprune.ir import LayerKind, LayerSpec
+from hwprune.ir import LayerSpec
 from hwprune.sim.core import simulate
 
 __all__ = ["LayerOnRtl", "ModelRun", "run_model"]
@@ -31,18 +30,18 @@ __all__ = ["LayerOnRtl", "ModelRun", "run_model"]
 
 @dataclass(frozen=True, slots=True)
 class LayerOnRtl:
-    """One layer of a model run: its GEMM, the row chunks it took, simulated and predicted cycles."""
+    """One layer of a model run: its GEMM, the passes it took, simulated and predicted cycles."""
 
     name: str
     M: int
     K: int
     N: int
-    chunks: int
+    passes: int
     cycles: int
     predicted_cycles: int
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "M": self.M, "K": self.K, "N": self.N, "chunks": self.chunks,
+        return {"name": self.name, "M": self.M, "K": self.K, "N": self.N, "passes": self.passes,
                 "cycles": self.cycles, "predicted_cycles": self.predicted_cycles}
 
 
@@ -91,34 +90,13 @@ class ModelRun:
                 "seconds": self.seconds, "layers": [layer.to_dict() for layer in self.layers]}
 
 
-def _chunk(spec: LayerSpec, rows: int) -> LayerSpec:
-    kind = spec.kind if spec.groups > 1 else LayerKind.LINEAR
-    return LayerSpec(f"{spec.name}[{rows}]", kind, rows, spec.K, spec.N, spec.groups, sparsity=spec.sparsity)
-
-
 def _layer_on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, pattern, array: ArrayConfig,
                   backend: str) -> tuple[np.ndarray, LayerOnRtl]:
-    """Array outputs (groups, M, N/groups) of one layer, in as few row chunks as fit."""
-    M = spec.M
-    step = M
-    while True:
-        outs, cycles, predicted, r0 = [], 0, 0, 0
-        try:
-            while r0 < M:
-                rows = min(step, M - r0)
-                res = simulate(_chunk(spec, rows), weights, acts[:, r0:r0 + rows], pattern, array,
-                               backend=backend)
-                outs.append(res.outputs_int32.astype(np.int64))
-                cycles += res.cycles
-                predicted += res.predicted_cycles
-                r0 += rows
-            break
-        except UnsupportedLayerError:
-            if step <= array.rows:
-                raise
-            step = max(array.rows, (step // 2) // array.rows * array.rows)
-    chunks = -(-M // step)
-    return np.concatenate(outs, axis=1), LayerOnRtl(spec.name, M, spec.K, spec.N, chunks, cycles, predicted)
+    """Array outputs (groups, M, N/groups) of one layer, in the schedule's passes."""
+    res = simulate(spec, weights, acts, pattern, array, backend=backend)
+    out = res.outputs_int32.astype(np.int64)
+    return out if out.ndim == 3 else out[None], LayerOnRtl(spec.name, spec.M, spec.K, spec.N, res.passes,
+                                                          res.cycles, res.predicted_cycles)
 
 
 def _groups_on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, pattern, array: ArrayConfig,
@@ -145,7 +123,7 @@ def _groups_on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, patte
     if len(runs) == 1:
         return runs[0]
     return np.concatenate([acc for acc, _ in runs], axis=0), LayerOnRtl(
-        spec.name, spec.M, spec.K, spec.N, sum(i.chunks for _, i in runs), sum(i.cycles for _, i in runs),
+        spec.name, spec.M, spec.K, spec.N, sum(i.passes for _, i in runs), sum(i.cycles for _, i in runs),
         sum(i.predicted_cycles for _, i in runs))
 
 

@@ -1,16 +1,26 @@
-// Verilator testbench of the hwprune sparse MAC array: no Python in the loop.
+// Verilator testbench of the hwprune sparse MAC array: a DMA engine, no Python in the loop.
 //
-//   Vsim IMAGES.bin OUT.bin MAX_CYCLES
+//   Vsim PROGRAM.bin OUT.bin MAX_CYCLES
 //
-// IMAGES.bin (little-endian): "HWPI", u32 version (1), u32 memory count; per memory, in the
-// order of the top level's host_mem numbers: u32 words, u32 bytes per word, the words (LSB
-// first); then u32 output words and u32 bytes per output word.
+// PROGRAM.bin (little-endian, written by hwprune.sim.dma.program_bytes):
+//   "HWPI", u32 version (2), u32 flags (bit 0: double-buffered), u32 memory count, u32 bytes
+//   per word of each memory (in the order of the top level's host_mem numbers), u32 bytes per
+//   output word, u32 passes; then per pass: u32 desc_base, u32 out_base; per memory: u32 words,
+//   u32 base, u64 cycles, the words (LSB first); u32 output words, u32 base, u64 cycles.
 //
-// The bench releases reset, writes every word through the host write port (one per cycle),
-// pulses start, clocks until done, counting its own ticks, then reads the output memory through
-// the host read port and writes the words to OUT.bin.  stdout: "cycles <design counter> ticks
-// <bench count> seconds <run time>".  Exit 2: usage or image error, 3: no done within
-// MAX_CYCLES, 4: cannot write OUT.bin.
+// The bench releases reset, then runs the timeline of hwprune.schedule (PASSES.md) tick by tick
+// on one in-order DMA channel:
+//   single-buffered  L_0, [wait done_0] S_0, L_1, [wait done_1] S_1, ...
+//   double-buffered  L_0, L_1, [wait done_0] S_0, L_2, [wait done_1] S_1, L_3, ..., S_{P-1}
+// A load L_p writes every memory of pass p in host_mem order: `words` words through the host
+// write port, one per cycle, in `cycles` ticks (the rest idle: DRAM bandwidth).  A store S_p
+// reads its output words through the host read port (one per cycle) in `cycles` ticks.
+// Compute p starts (start pulsed, desc_base/out_base given) at the first tick where L_p has
+// ended and compute p-1 is done.  Ticks count from the first DMA tick to the end of the last
+// store.  stdout: "ticks T seconds S", then per pass "pass START CYCLES TICKS" (start tick, the
+// design's cycle counter at done, the ticks the bench counted from start to done).  OUT.bin:
+// every pass's output words, in pass order.  Exit 2: usage or program error, 3: no done or no
+// end within MAX_CYCLES ticks, 4: cannot write OUT.bin.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -24,6 +34,9 @@
 #include "verilated.h"
 
 namespace {
+
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kDoubleBuffered = 1;
 
 // a port from / to little-endian bytes, whatever type Verilator gave it
 template <typename T>
@@ -52,19 +65,26 @@ void get_bytes(const VlWide<N>& port, uint8_t* p, std::size_t n) {
     std::memcpy(p, port.data(), n < 4 * N ? n : 4 * N);
 }
 
+template <typename T>
+constexpr std::size_t port_bytes(const T&) { return sizeof(T); }
+
+template <std::size_t N>
+constexpr std::size_t port_bytes(const VlWide<N>&) { return 4 * N; }
+
 struct Reader {
     std::vector<uint8_t> buf;
     std::size_t pos = 0;
     bool ok = true;
-    uint32_t u32() {
-        if (pos + 4 > buf.size()) { ok = false; return 0; }
-        uint32_t v;
-        std::memcpy(&v, &buf[pos], 4);
-        pos += 4;
+    template <typename U>
+    U get() {
+        if (pos + sizeof(U) > buf.size()) { ok = false; return 0; }
+        U v;
+        std::memcpy(&v, &buf[pos], sizeof(U));
+        pos += sizeof(U);
         return v;
     }
     const uint8_t* bytes(std::size_t n) {
-        if (pos + n > buf.size()) { ok = false; return nullptr; }
+        if (n > buf.size() - pos) { ok = false; return nullptr; }
         const uint8_t* p = &buf[pos];
         pos += n;
         return p;
@@ -83,28 +103,115 @@ bool read_file(const char* path, std::vector<uint8_t>& out) {
     return ok;
 }
 
+// One DMA transfer: `words` words at `base` of memory `mem` (-1: the outputs, read), taking
+// `cycles` ticks.  Load transfers carry their words; a store writes into the output buffer.
+struct Transfer {
+    int pass;
+    int mem;
+    uint32_t words;
+    uint32_t base;
+    uint64_t cycles;
+    const uint8_t* data;
+    std::size_t out_offset;
+};
+
+struct Pass {
+    uint32_t desc_base, out_base;
+    std::vector<Transfer> loads;
+    Transfer store;
+};
+
+struct Program {
+    bool double_buffered = false;
+    std::vector<uint32_t> word_bytes;
+    uint32_t out_bytes = 0;
+    std::vector<Pass> passes;
+    std::size_t out_total = 0;
+};
+
+// Parse and validate PROGRAM.bin; an empty string when it is well-formed.
+std::string parse_program(Reader& r, std::size_t wdata_bytes, std::size_t rdata_bytes, Program& prog) {
+    if (r.buf.size() < 8 || std::memcmp(r.buf.data(), "HWPI", 4)) return "not an hwprune program file";
+    r.pos = 4;
+    const uint32_t version = r.get<uint32_t>();
+    if (version != kVersion) return "program version " + std::to_string(version) + ", this bench reads " + std::to_string(kVersion);
+    const uint32_t flags = r.get<uint32_t>();
+    if (flags & ~kDoubleBuffered) return "unknown flags " + std::to_string(flags);
+    prog.double_buffered = flags & kDoubleBuffered;
+    const uint32_t memories = r.get<uint32_t>();
+    if (!r.ok || memories == 0 || memories > 16) return "bad memory count";
+    for (uint32_t m = 0; m < memories; ++m) {
+        prog.word_bytes.push_back(r.get<uint32_t>());
+        if (prog.word_bytes.back() == 0 || prog.word_bytes.back() > wdata_bytes) return "memory " + std::to_string(m) + ": bad word size";
+    }
+    prog.out_bytes = r.get<uint32_t>();
+    if (prog.out_bytes == 0 || prog.out_bytes > rdata_bytes) return "bad output word size";
+    const uint32_t passes = r.get<uint32_t>();
+    if (!r.ok || passes == 0) return "no passes";
+    for (uint32_t p = 0; p < passes && r.ok; ++p) {
+        Pass ps;
+        ps.desc_base = r.get<uint32_t>();
+        ps.out_base = r.get<uint32_t>();
+        for (uint32_t m = 0; m < memories && r.ok; ++m) {
+            Transfer t{static_cast<int>(p), static_cast<int>(m), r.get<uint32_t>(), r.get<uint32_t>(), r.get<uint64_t>(), nullptr, 0};
+            if (t.cycles < t.words) return "pass " + std::to_string(p) + ": a load takes fewer cycles than words";
+            t.data = r.bytes(static_cast<std::size_t>(t.words) * prog.word_bytes[m]);
+            ps.loads.push_back(t);
+        }
+        ps.store = Transfer{static_cast<int>(p), -1, r.get<uint32_t>(), r.get<uint32_t>(), r.get<uint64_t>(), nullptr, prog.out_total};
+        if (ps.store.words == 0 || ps.store.cycles < ps.store.words) return "pass " + std::to_string(p) + ": bad store";
+        prog.out_total += static_cast<std::size_t>(ps.store.words) * prog.out_bytes;
+        prog.passes.push_back(std::move(ps));
+    }
+    if (!r.ok) return "truncated program file";
+    if (r.pos != r.buf.size()) return "trailing bytes after the last pass";
+    return "";
+}
+
+// The DMA channel's transfers in program order (the timeline of PASSES.md).
+std::vector<const Transfer*> dma_order(const Program& prog) {
+    std::vector<const Transfer*> order;
+    const std::size_t n = prog.passes.size();
+    auto load = [&](std::size_t p) { for (const auto& t : prog.passes[p].loads) order.push_back(&t); };
+    if (!prog.double_buffered) {
+        for (std::size_t p = 0; p < n; ++p) { load(p); order.push_back(&prog.passes[p].store); }
+        return order;
+    }
+    load(0);
+    for (std::size_t p = 0; p < n; ++p) {
+        if (p + 1 < n) load(p + 1);
+        order.push_back(&prog.passes[p].store);
+    }
+    return order;
+}
+
+struct PassResult {
+    unsigned long long start = 0, cycles = 0, ticks = 0;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
     auto ctx = std::make_unique<VerilatedContext>();
     ctx->commandArgs(argc, argv);
     if (argc != 4) {
-        std::fprintf(stderr, "usage: %s IMAGES.bin OUT.bin MAX_CYCLES\n", argv[0]);
+        std::fprintf(stderr, "usage: %s PROGRAM.bin OUT.bin MAX_CYCLES\n", argv[0]);
         return 2;
     }
     const unsigned long long max_cycles = std::strtoull(argv[3], nullptr, 10);
+    auto top = std::make_unique<Vhwprune_top>(ctx.get());
     Reader img;
-    if (!read_file(argv[1], img.buf) || img.buf.size() < 12 || std::memcmp(img.buf.data(), "HWPI", 4)) {
-        std::fprintf(stderr, "%s: not an hwprune image file\n", argv[1]);
+    Program prog;
+    if (!read_file(argv[1], img.buf)) {
+        std::fprintf(stderr, "%s: cannot read\n", argv[1]);
         return 2;
     }
-    img.pos = 4;
-    if (img.u32() != 1) {
-        std::fprintf(stderr, "%s: unknown image version\n", argv[1]);
+    const std::string err = parse_program(img, port_bytes(top->host_wdata), port_bytes(top->host_data), prog);
+    if (!err.empty()) {
+        std::fprintf(stderr, "%s: %s\n", argv[1], err.c_str());
         return 2;
     }
 
-    auto top = std::make_unique<Vhwprune_top>(ctx.get());
     auto tick = [&]() {
         top->clk = 1;
         top->eval();
@@ -123,46 +230,82 @@ int main(int argc, char** argv) {
     top->rst = 0;
     tick();  // the design sees reset through a one-register synchronizer
 
-    const uint32_t memories = img.u32();
-    for (uint32_t m = 0; m < memories && img.ok; ++m) {
-        const uint32_t words = img.u32(), nbytes = img.u32();
-        top->host_mem = m;
-        top->host_we = 1;
-        for (uint32_t a = 0; a < words; ++a) {
-            const uint8_t* p = img.bytes(nbytes);
-            if (!p) break;
-            top->host_waddr = a;
-            set_bytes(top->host_wdata, p, nbytes);
-            tick();
-        }
-        top->host_we = 0;
-    }
-    const uint32_t out_words = img.u32(), out_bytes = img.u32();
-    if (!img.ok) {
-        std::fprintf(stderr, "%s: truncated image file\n", argv[1]);
-        return 2;
-    }
+    const std::size_t passes = prog.passes.size();
+    const std::vector<const Transfer*> order = dma_order(prog);
+    std::vector<uint8_t> out(prog.out_total);
+    std::vector<PassResult> res(passes);
+    std::vector<uint64_t> loads_left(passes);  // load transfers of each pass not yet finished
+    for (std::size_t p = 0; p < passes; ++p) loads_left[p] = prog.passes[p].loads.size();
+    std::size_t next = 0, computed = 0;  // next pass to start, passes done
+    bool running = false;
+    std::size_t dma = 0;                 // current transfer in `order`
+    uint64_t k = 0;                      // ticks spent in it
+    unsigned long long t = 0;
 
-    top->start = 1;  // cycle 0
-    tick();
-    top->start = 0;
-    unsigned long long n = 1;
-    while (!top->done) {
-        if (n >= max_cycles) {
-            std::fprintf(stderr, "no done after %llu cycles\n", n);
+    // finish transfers that take no tick (a memory the pass reuses)
+    auto settle = [&]() {
+        while (dma < order.size() && order[dma]->cycles == 0) {
+            if (order[dma]->mem >= 0) --loads_left[order[dma]->pass];
+            ++dma;
+        }
+    };
+    settle();
+    while (dma < order.size()) {
+        if (t >= max_cycles) {
+            std::fprintf(stderr, "no end after %llu cycles (pass %zu of %zu computing)\n", t, next, passes);
             return 3;
         }
-        tick();
-        ++n;
+        const Transfer& x = *order[dma];
+        const bool store = x.mem < 0;
+        // compute: start pass `next` once its words are in and the array is free
+        if (!running && next < passes && loads_left[next] == 0) {
+            top->desc_base = prog.passes[next].desc_base;
+            top->out_base = prog.passes[next].out_base;
+            top->start = 1;
+            running = true;
+            res[next].start = t;
+        }
+        // a store waits for its pass's done; meanwhile only the array works
+        const bool waiting = store && computed <= static_cast<std::size_t>(x.pass);
+        if (waiting && running && !top->start) {
+            unsigned long long n = res[next].ticks;
+            while (!top->done && t < max_cycles) { tick(); ++t; ++n; }
+            res[next].ticks = n;
+        } else {
+            if (!waiting && k < x.words) {
+                if (store) {
+                    top->host_addr = x.base + static_cast<uint32_t>(k);
+                } else {
+                    top->host_we = 1;
+                    top->host_mem = x.mem;
+                    top->host_waddr = x.base + static_cast<uint32_t>(k);
+                    set_bytes(top->host_wdata, x.data + k * prog.word_bytes[x.mem], prog.word_bytes[x.mem]);
+                }
+            }
+            tick();
+            ++t;
+            top->start = 0;
+            top->host_we = 0;
+            if (running) ++res[next].ticks;
+            if (!waiting) {
+                if (store && k < x.words)
+                    get_bytes(top->host_data, &out[x.out_offset + k * prog.out_bytes], prog.out_bytes);
+                if (++k == x.cycles) {
+                    if (!store) --loads_left[x.pass];
+                    ++dma;
+                    k = 0;
+                    settle();
+                }
+            }
+        }
+        if (running && top->done) {
+            res[next].cycles = top->cycles;
+            running = false;
+            ++next;
+            ++computed;
+        }
     }
-    const unsigned long long cycles = top->cycles;
 
-    std::vector<uint8_t> out(static_cast<std::size_t>(out_words) * out_bytes);
-    for (uint32_t a = 0; a < out_words; ++a) {
-        top->host_addr = a;
-        tick();
-        get_bytes(top->host_data, &out[static_cast<std::size_t>(a) * out_bytes], out_bytes);
-    }
     FILE* f = std::fopen(argv[2], "wb");
     if (!f || std::fwrite(out.data(), 1, out.size(), f) != out.size()) {
         std::perror(argv[2]);
@@ -170,7 +313,8 @@ int main(int argc, char** argv) {
     }
     std::fclose(f);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("cycles %llu ticks %llu seconds %.9f\n", cycles, n, secs);
+    std::printf("ticks %llu seconds %.9f\n", t, secs);
+    for (const auto& r : res) std::printf("pass %llu %llu %llu\n", r.start, r.cycles, r.ticks);
     top->final();
     return 0;
 }

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import subprocess
 import tempfile
 import time
@@ -35,10 +34,11 @@ from importlib import resources
 from pathlib import Path
 
 from hwprune.config import ArrayConfig
-from hwprune.errors import HwPruneError, VerificationError
-from hwprune.images import LOADED, LayerImages, memory_map
+from hwprune.errors import ExportError, HwPruneError, VerificationError
+from hwprune.images import memory_map
+from hwprune.sim.dma import DmaProgram, DmaRun, parse_report, program_bytes
 
-__all__ = ["Toolchain", "VerilatorBuild", "toolchain", "build", "run", "run_layer", "cache_dir", "image_file"]
+__all__ = ["Toolchain", "VerilatorBuild", "toolchain", "build", "run", "run_program", "cache_dir"]
 
 _RUNTIME = ("verilated.o", "verilated_threads.o")
 # VM_PARALLEL_BUILDS=0: one translation unit.  The PyPI wheel's split (parallel) build passes the
@@ -108,6 +108,17 @@ def _tb_source() -> str:
     return resources.files("hwprune.sim").joinpath("tb.cpp").read_text()
 
 
+#: the ArrayConfig fields the generated design reads (beside its memory map); the rest (DRAM
+#: bandwidth, buffering, clock, energy, name) change the DMA program or the costs, not the
+#: binary, so designs that differ only there share one build
+_DESIGN_FIELDS = ("rows", "cols", "dataflow", "group_size", "slot_options", "group_skipping", "weight_bits",
+                  "act_bits", "acc_bits", "index_bits", "fold_overlap")
+
+
+def _design_fields(array: ArrayConfig) -> dict[str, object]:
+    return {f: repr(getattr(array, f)) for f in _DESIGN_FIELDS}
+
+
 def _design_key(array: ArrayConfig, slots: int, tb: str, tools: Toolchain) -> str:
     """Hash of everything the binary depends on: the generators' sources, the design's memory
     map and config, the bench, the toolchain and flags."""
@@ -116,7 +127,7 @@ def _design_key(array: ArrayConfig, slots: int, tb: str, tools: Toolchain) -> st
     for name in sorted(p.name for p in rtl.iterdir() if p.name.endswith((".py", ".v"))):
         h.update(rtl.joinpath(name).read_bytes())
     h.update(json.dumps(memory_map(array, slots).to_dict(), sort_keys=True).encode())
-    h.update(json.dumps(array.to_dict(), sort_keys=True).encode())
+    h.update(json.dumps(_design_fields(array), sort_keys=True).encode())
     h.update(f"{slots}\0{tb}\0{tools.key}\0{' '.join(_FLAGS + _MAKEFLAGS)}".encode())
     return h.hexdigest()[:20]
 
@@ -259,53 +270,42 @@ def _verilate(tools: Toolchain, work: Path, jobs: int, runtime: Path | None) -> 
                           cwd=work, capture_output=True, text=True)
 
 
-def image_file(images: LayerImages) -> bytes:
-    """The bench's input: every memory the host loads, then the output word count (tb.cpp)."""
-    mm = images.map
-    parts = [b"HWPI", struct.pack("<II", 1, len(LOADED))]
-    for name in LOADED:
-        words = images.words[name]
-        parts += [struct.pack("<II", len(words), mm[name].word_bytes), mm[name].to_bytes(words)]
-    parts.append(struct.pack("<II", len(images.words["outputs"]), mm["outputs"].word_bytes))
-    return b"".join(parts)
+def run(binary: Path, program: DmaProgram, *, max_cycles: int) -> DmaRun:
+    """Run the DMA ``program`` (:mod:`hwprune.sim.dma`) on the compiled bench: every pass loaded
+    through the host write port, computed and stored, on the timeline of ``PASSES.md``.
 
-
-def run(binary: Path, images: LayerImages, *, max_cycles: int) -> tuple[list[int], int, int, float]:
-    """Load ``images`` through the host write port, run to done and read the outputs.
-
-    Returns (output words, the design's cycle counter, the testbench's tick count, run seconds).
     Raises :class:`VerificationError` when the bench reports a failure, and ``OSError`` /
     :class:`HwPruneError` when the binary itself is broken.
     """
     with tempfile.TemporaryDirectory(prefix="hwprune-sim-") as tmp:
-        src, out = Path(tmp) / "images.bin", Path(tmp) / "outputs.bin"
-        src.write_bytes(image_file(images))
+        src, out = Path(tmp) / "program.bin", Path(tmp) / "outputs.bin"
+        src.write_bytes(program_bytes(program))
         proc = subprocess.run([str(binary), str(src), str(out), str(max_cycles)], capture_output=True, text=True)
         if proc.returncode in _TB_ANSWERS:
-            raise VerificationError(f"{images.layer}: the Verilator simulation failed "
-                                    f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-        fields = proc.stdout.split()
-        stats = dict(zip(fields[::2], fields[1::2]))
-        if proc.returncode or not {"cycles", "ticks", "seconds"} <= stats.keys():
+            raise VerificationError(f"the Verilator simulation failed (exit {proc.returncode}): "
+                                    f"{proc.stderr.strip()[-500:]}")
+        if proc.returncode:
             raise _BrokenBinary(f"{binary} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-        words = images.map["outputs"].from_bytes(out.read_bytes())
-        return words, int(stats["cycles"]), int(stats["ticks"]), float(stats["seconds"])
+        try:
+            return parse_report(proc.stdout, program, out.read_bytes())
+        except (ExportError, OSError, ValueError, IndexError) as exc:
+            raise _BrokenBinary(f"{binary}: {exc}") from None
 
 
 class _BrokenBinary(HwPruneError):
     """A simulator binary that did not run as a testbench does (crashed, or no report)."""
 
 
-def run_layer(array: ArrayConfig, images: LayerImages, *, max_cycles: int,
-              jobs: int = 2) -> tuple[list[int], int, int, float, float]:
-    """Build (or reuse) the design of ``images`` and run it; a cached binary that is broken is
-    rebuilt and run once more.  Returns (words, cycles, ticks, run seconds, compile seconds)."""
-    b = build(array, images.map.slots, jobs=jobs)
+def run_program(array: ArrayConfig, program: DmaProgram, *, max_cycles: int,
+                jobs: int = 2) -> tuple[DmaRun, float]:
+    """Build (or reuse) the design of ``program`` and run it; a cached binary that is broken is
+    rebuilt and run once more.  Returns (the run, compile seconds)."""
+    b = build(array, program.map.slots, jobs=jobs)
     try:
-        words, cycles, ticks, secs = run(b.binary, images, max_cycles=max_cycles)
+        result = run(b.binary, program, max_cycles=max_cycles)
     except (OSError, _BrokenBinary):
         if not b.cached:
             raise
-        b = build(array, images.map.slots, jobs=jobs, fresh=True)
-        words, cycles, ticks, secs = run(b.binary, images, max_cycles=max_cycles)
-    return words, cycles, ticks, secs, b.compile_seconds
+        b = build(array, program.map.slots, jobs=jobs, fresh=True)
+        result = run(b.binary, program, max_cycles=max_cycles)
+    return result, b.compile_seconds

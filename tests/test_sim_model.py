@@ -30,8 +30,8 @@ def test_digits_cnn_2_4_on_the_rtl_equals_the_integer_reference():
     np.testing.assert_array_equal(res.logits, q.logits(task.test.inputs[0][:64]))
     assert res.cycles == res.predicted_cycles > 0
     assert [layer.name for layer in res.layers] == [layer.name for layer in q.layers]
-    # conv layers of 64 images do not fit the 64 KiB activation SRAM at once: row chunks
-    assert max(layer.chunks for layer in res.layers) > 1
+    # conv layers of 64 images do not fit the 64 KiB activation SRAM at once: passes
+    assert max(layer.passes for layer in res.layers) > 1
 
 
 def test_cli_model_run(tmp_path, capsys):

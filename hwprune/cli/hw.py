@@ -219,10 +219,10 @@ def _run_model_on_rtl(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     t = Table(title=f"{args.model} on {array.name} ({args.backend}), {n} images", title_justify="left")
-    for col in ("layer", "M", "K", "N", "chunks", "sim cycles", "predicted"):
+    for col in ("layer", "M", "K", "N", "passes", "sim cycles", "predicted"):
         t.add_column(col, justify="left" if col == "layer" else "right")
     for layer in res.layers:
-        t.add_row(layer.name, f"{layer.M:,}", f"{layer.K:,}", f"{layer.N:,}", str(layer.chunks),
+        t.add_row(layer.name, f"{layer.M:,}", f"{layer.K:,}", f"{layer.N:,}", str(layer.passes),
                   f"{layer.cycles:,}", f"{layer.predicted_cycles:,}")
     console = Console()
     console.print(t)
