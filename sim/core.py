@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from hwprune.config import ArrayConfig, load_array
-from hwprune.errors import ConfigError, VerificationError
+from hwprune.errors import ConfigError, UnsupportedLayerError, VerificationError
 from hwprune.images import reference_outputs
 from hwprune.io import check_writable
 from hwprune.ir import LayerSpec, im2col
 from hwprune.patterns import SparsityPattern, parse_pattern
 from hwprune.sim.dma import DmaRun, LayerProgram, build_program, run_amaranth
 
-__all__ = ["SimResult", "simulate", "BACKENDS", "quantize_int8", "layer_operands"]
+__all__ = ["SimResult", "simulate", "BACKENDS", "quantize_int8", "layer_operands", "check_simulable",
+           "MAX_SIM_ELEMENTS"]
 
 BACKENDS = ("verilator", "amaranth")
 
@@ -101,6 +102,7 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     ``seed`` (for a convolution: a random input feature map lowered by :func:`~hwprune.ir.im2col`)."""
     array = load_array(array)
     pat = parse_pattern(pattern) if pattern is not None else layer.sparsity
+    check_simulable(layer)
     rng = np.random.default_rng(seed)
     wb, ab = array.weight_bits, array.act_bits
     if layer.weight is not None:
@@ -124,6 +126,21 @@ def layer_operands(layer: LayerSpec, pattern: SparsityPattern | str | None, arra
     else:
         acts = rng.integers(-lim, lim, size=(layer.groups, layer.M, layer.K))
     return w.astype(np.int64), acts
+
+
+#: Most operand and output elements a simulation holds (weights N×K, activations groups×M×K,
+#: outputs groups×M×N/groups, int64 on the host): any layer runs in passes, but the host keeps it whole.
+MAX_SIM_ELEMENTS = 1 << 28
+
+
+def check_simulable(layer: LayerSpec) -> None:
+    """:class:`UnsupportedLayerError` for a layer whose operands the host cannot hold
+    (more than :data:`MAX_SIM_ELEMENTS`), before anything is allocated."""
+    elements = layer.N * layer.K + layer.groups * layer.M * layer.K + layer.M * layer.N
+    if elements > MAX_SIM_ELEMENTS:
+        raise UnsupportedLayerError(
+            f"{layer.name}: M={layer.M:,} K={layer.K:,} N={layer.N:,} has {elements:,} operand and output "
+            f"elements; a simulation holds at most {MAX_SIM_ELEMENTS:,} (the cost model has no limit)")
 
 
 def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
@@ -175,6 +192,7 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
         check_writable(vcd, force=force)
     array = load_array(array)
     array.check_accumulator(layer.K, layer.name)
+    check_simulable(layer)
     pat = parse_pattern(pattern) if pattern is not None else None
     t0 = time.perf_counter()
     compile_s = 0.0

@@ -70,9 +70,9 @@ def test_tiny_transformer_2_4_on_the_rtl_equals_the_integer_reference():
     specs = from_torch(models["2:4"], (tokens,))
     assert [(lay.name, lay.M, lay.K, lay.N) for lay in res.layers] == [(s.name, s.M, s.K, s.N) for s in specs]
     assert sum(lay.name.endswith((".qk", ".av")) for lay in res.layers) == 4
-    # 64 groups (16 sequences × 4 heads) of Q·Kᵀ are 256 output tiles, twice what the output
-    # memory holds: they run in group runs
-    assert max(lay.chunks for lay in res.layers if lay.name.endswith(".qk")) > 1
+    # 64 groups (16 sequences × 4 heads) of Q·Kᵀ are 256 output tiles, more than the output
+    # memory holds: they run in passes
+    assert max(lay.passes for lay in res.layers if lay.name.endswith(".qk")) > 1
 
 
 def test_cli_model_run_transformer(tmp_path, capsys):

@@ -41,12 +41,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sim", help="simulate layers cycle-accurately on the generated array",
         description="Run layers on the generated array (Verilator, or the Amaranth simulator) "
                     "and check outputs bit-exact against numpy and cycles against the cost model. "
+                    "A layer larger than the memories runs in the schedule's passes: the testbench "
+                    "is the DMA engine, loading each pass through the host port at the array's "
+                    "dram_bytes_per_cycle and storing its outputs, single- or double-buffered "
+                    "(double_buffer in the array config); the simulated total (load + array + "
+                    "store, overlapped when double-buffered) must equal the predicted total. "
                     "Float weights are quantized symmetric per-tensor to int8 and pruned with "
                     "the pattern; activations are random int8; attention's activation×activation "
                     "matmuls run dense (their second operand in the weight memory). With --model-run, "
                     "a checkpoint's whole int8 model runs on its task's test images instead.",
         epilog="examples:\n"
                "  hwprune sim --gemm 64,256,64 --array os8x8 --pattern 2:4\n"
+               "  hwprune sim --gemm 1024,1024,64 --array os8x8 --pattern 2:4   (in passes)\n"
                "  hwprune sim lenet300100 --layer fc2 --array os8x8 --pattern 1:4 --json\n"
                "  hwprune sim --gemm 8,16,8 --array os8x8 --backend amaranth --vcd trace.vcd\n"
                "Exit code 1 when a layer is not bit-exact or not cycle-exact.",
@@ -252,18 +258,22 @@ def _render(rows: list[dict], *, title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for col in ("layer", "M", "K", "N", "sim cycles", "predicted", "cycle-exact", "bit-exact", "cycles/s"):
-        t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=col != "layer")
+    cols = ("layer", "M", "K", "N", "passes", "load", "array", "store", "sim cycles", "predicted",
+            "cycle-exact", "bit-exact", "cycles/s")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("layer", "passes") else "right", no_wrap=col != "layer")
     for r in rows:
         if "skipped" in r:
-            t.add_row(r["layer"], "", "", "", "", "", "", "", "", style="dim")
+            t.add_row(r["layer"], *[""] * (len(cols) - 1), style="dim")
             continue
-        t.add_row(r["layer"], f"{r['M']:,}", f"{r['K']:,}", f"{r['N']:,}", f"{r['cycles']:,}",
+        passes = f"{r['passes']:,} {r['pass_order']}, {'double' if r['double_buffer'] else 'single'}"
+        t.add_row(r["layer"], f"{r['M']:,}", f"{r['K']:,}", f"{r['N']:,}", passes, f"{r['load_cycles']:,}",
+                  f"{r['array_cycles']:,}", f"{r['store_cycles']:,}", f"{r['cycles']:,}",
                   f"{r['predicted_cycles']:,}", "yes" if r["cycle_exact"] else "NO",
                   "yes" if r["bit_exact"] else "NO", f"{r['cycles_per_second']:,.0f}")
     console = Console()
     if not console.is_terminal:
-        console = Console(width=130)
+        console = Console(width=170)
     console.print(t)
     for r in rows:
         if "skipped" in r:
