@@ -341,6 +341,7 @@ def test_transformer_integer_reference_accuracy_tracks_fp32(transformers, which)
     assert np.abs(got - ref).mean() < 0.05 * np.abs(ref).mean()
     if which == "2:4":
         assert {layer.name: layer.pattern for layer in q.layers} == pats["2:4"]
+        assert q.layer("head").output_scale is None and q.layer("head").pattern == NM(2, 4)
 
 
 def test_transformer_gemms_are_the_products_of_their_integers(transformers):

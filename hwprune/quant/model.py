@@ -230,14 +230,22 @@ def _max_pool_int(x: np.ndarray, p: MaxPool) -> np.ndarray:
 
 
 class IntegerModel:
-    """What every int8 model offers on top of its ``run`` (:class:`QuantModel`,
-    :class:`~hwprune.quant.transformer.QuantTransformer`): outputs, logits, predictions."""
+    """What every int8 model offers on top of its ``run`` and ``layers`` (:class:`QuantModel`,
+    :class:`~hwprune.quant.transformer.QuantTransformer`): layers by name, outputs, logits,
+    predictions."""
 
     __slots__ = ()
 
     @property
     def act_range(self) -> tuple[int, int]:
         return -(1 << (self.act_bits - 1)), (1 << (self.act_bits - 1)) - 1
+
+    def layer(self, name: str) -> QuantLayer:
+        """The layer with weights called ``name``."""
+        for q in self.layers:
+            if q.name == name:
+                return q
+        raise ConfigError(f"no layer {name!r}; layers: {', '.join(q.name for q in self.layers)}")
 
     def forward_int(self, x_int: np.ndarray) -> np.ndarray:
         """The model's integer output for integer inputs (the last layer's int32 acc + bias)."""
@@ -271,12 +279,6 @@ class QuantModel(IntegerModel):
     @property
     def layers(self) -> tuple[QuantLayer, ...]:
         return tuple(s for s in self.steps if isinstance(s, QuantLayer))
-
-    def layer(self, name: str) -> QuantLayer:
-        for q in self.layers:
-            if q.name == name:
-                return q
-        raise ConfigError(f"no layer {name!r}; layers: {', '.join(q.name for q in self.layers)}")
 
     @property
     def output_scale(self) -> np.ndarray:
