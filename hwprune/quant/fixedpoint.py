@@ -63,13 +63,11 @@ def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.nd
     """gemmlowp's ``SaturatingRoundingDoublingHighMul`` on int32 values held in int64."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    overflow = (a == _INT32_MIN) & (b == _INT32_MIN)
-    ab = a * b
-    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    t = ab + nudge
-    # C's integer division truncates toward zero; >> floors, so divide magnitudes
-    high = np.where(t >= 0, t >> 31, -((-t) >> 31))
-    return np.where(overflow, np.int64(_INT32_MAX), high)
+    # gemmlowp: (ab + nudge) / 2^31 truncated toward zero, nudge = 2^30 for ab ≥ 0 and 1 − 2^30
+    # otherwise.  For ab < 0 the truncation is a ceiling, ⌊(ab + 1 − 2^30 + 2^31 − 1) / 2^31⌋, so
+    # both signs are one floor shift: ⌊(ab + 2^30) / 2^31⌋ (ties toward +∞).
+    high = (a * b + np.int64(1 << 30)) >> 31
+    return np.where((a == _INT32_MIN) & (b == _INT32_MIN), np.int64(_INT32_MAX), high)
 
 
 def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray | int) -> np.ndarray:
