@@ -1,10 +1,23 @@
 """Cost model: cycles, bytes and picojoules of a layer on an array, counted off its schedule.
 
 ``compute_cycles`` follows SCALE-Sim 3's output-stationary convention exactly (see
-:mod:`hwprune.schedule`); ``fill_cycles`` is what the generated RTL adds around it, so that
-``compute_cycles + fill_cycles`` is the cycle count a simulation of on-chip execution reports.
-``stall_cycles`` is the time the array would wait for SRAM or DRAM beyond that, assuming double
-buffering overlaps transfers with compute; the RTL's memories are preloaded, so it is not simulated.
+:mod:`hwprune.schedule`).  The layer runs in *passes* (:func:`hwprune.schedule.plan_passes`):
+rectangles of its schedule that fit one bank of the on-chip memories, each loaded by the host's
+DMA, computed, and its outputs stored.  ``fill_cycles`` = Σ over passes of the RTL's array cycles
+(start to done, what the design's cycle counter reports) − ``compute_cycles``: the RTL's fill of
+every pass and the pass boundaries.  ``stall_cycles`` = the pass timeline's total − Σ array
+cycles: the time the array waits for the DMA, single-buffered (load, compute, store in turn) or
+double-buffered (the next pass loads while this one computes), exactly what a simulation with
+the DMA model counts.  ``cycles`` is that timeline's total.
+
+DRAM bytes are exactly what the DMA moves for this design: every word it loads into the weight,
+stream, activation and descriptor memories (loads a pass can skip because its bank already holds
+the words are not counted) and every output word it stores.  This deliberately includes the
+im2col expansion of activations (the activation memory holds R-row windows, padded) and the
+int32 partial sums (the host requantizes, and adds K chunks when K is split).  ``weights_dram``
+and ``index_dram`` split the weight words' bytes by their value and index bits; the schedule
+stream and the descriptors count as index (metadata) bytes.  SRAM bytes are array ↔ buffer
+transfers.  Weight- and input-stationary arrays keep their own formulas (:mod:`hwprune.dataflow`).
 """
 
 from __future__ import annotations
@@ -18,10 +31,10 @@ import numpy as np
 from .config import ArrayConfig
 from .ir import LayerSpec
 from .patterns import Dense, SparsityPattern
-from .schedule import Schedule, make_schedule
+from .schedule import PassPlan, Schedule, make_schedule, plan_passes
 
 __all__ = ["Traffic", "LayerCost", "ModelCost", "estimate_layer", "estimate_model", "layer_mask",
-           "utilization"]
+           "utilization", "dram_traffic"]
 
 
 def utilization(macs_nonzero: float, pes: int, cycles: float) -> float:
@@ -80,6 +93,9 @@ class LayerCost:
     energy_breakdown: Mapping[str, float]
     array_pes: int
     note: str = ""           # e.g. a sparse pattern costed dense on a WS/IS array
+    passes: int = 1          # SRAM-sized passes (hwprune.schedule.plan_passes)
+    pass_order: str = ""     # "cols-outer" or "rows-outer" (the one moving fewer DRAM bytes)
+    k_split: int = 1         # K chunks per tile (> 1: the host adds the int32 partial sums)
 
     @property
     def cycles(self) -> int:
@@ -109,6 +125,7 @@ class LayerCost:
                 "macs_executed": self.macs_executed, "utilization": self.utilization,
                 "bound_cycles": self.bound_cycles, "bytes": self.bytes.to_dict(),
                 "energy_pj": self.energy_pj, "energy_breakdown_pj": dict(self.energy_breakdown),
+                "passes": self.passes, "pass_order": self.pass_order, "k_split": self.k_split,
                 "note": self.note}
 
 
@@ -148,6 +165,7 @@ class ModelCost:
                           "macs_dense": int(self.total("macs_dense")),
                           "macs_nonzero": int(self.total("macs_nonzero")),
                           "macs_executed": int(self.total("macs_executed")),
+                          "stall_cycles": int(self.total("stall_cycles")), "passes": int(self.total("passes")),
                           "energy_pj": self.total("energy_pj"), "latency_us": self.latency_us,
                           "bytes": self.bytes.to_dict()}}
 
@@ -167,22 +185,13 @@ def _input_elems(spec: LayerSpec) -> int:
     return spec.M * spec.K * spec.groups
 
 
-def _dram_refetch(array: ArrayConfig, sched: Schedule, tile_bytes: float, weight_bytes: int,
-                  in_bytes: int) -> tuple[int, int]:
-    """How often weights and the input are fetched from DRAM: the cheaper of two outer tilings.
-
-    (a) The schedule's own order — column folds outer, row folds inner: a weight tile serves all
-    row folds in a row, so weights are fetched once if two tiles fit (double buffering); the
-    input is re-read per column fold unless it fits whole.  (b) M-chunked: the rows are cut into
-    chunks whose input fits half the activation buffer, each chunk runs the schedule's order,
-    so the input is fetched once and the weights once per chunk (once if they fit whole).
-    Compute cycles are the same either way: folds are independent.
-    """
-    w_sram, a_sram = array.weight_sram_kib * 1024, array.act_sram_kib * 1024
-    a = (1 if 2 * tile_bytes <= w_sram else sched.row_tiles, 1 if in_bytes <= a_sram else sched.col_tiles)
-    chunks = min(sched.row_tiles, math.ceil(in_bytes / (a_sram / 2)))
-    b = (1 if weight_bytes <= w_sram / 2 else chunks, 1)
-    return min(a, b, key=lambda wa: wa[0] * weight_bytes + wa[1] * in_bytes)
+def dram_traffic(moved_bytes, weight_bits, slot_index_bits):
+    """(weights, index, acts, outputs) DRAM bytes from the bytes each memory moves
+    (:data:`hwprune.schedule.PassWords` order): the weight words split by their value and index
+    bits, stream and descriptors as index bytes.  Numbers or numpy arrays."""
+    weights, stream, acts, desc, outputs = moved_bytes
+    index = weights * slot_index_bits // (weight_bits + slot_index_bits)
+    return weights - index, index + stream + desc, acts, outputs
 
 
 def _count(spec: LayerSpec, array: ArrayConfig, sched: Schedule, pattern: SparsityPattern,
@@ -206,22 +215,17 @@ def _count(spec: LayerSpec, array: ArrayConfig, sched: Schedule, pattern: Sparsi
     w_store = math.ceil(slot_words * wb / 8)
     i_store = math.ceil(slot_words * slot_index_bits / 8)
     rt = sched.row_tiles
-    in_bytes = math.ceil(_input_elems(spec) * ab / 8)
-    tile_bytes = int(kp.max(initial=0)) * C * (wb + slot_index_bits) / 8
-    w_refetch, a_refetch = _dram_refetch(array, sched, tile_bytes, w_store + i_store, in_bytes)
     outputs = spec.M * sched.n_out * spec.groups
+    plan = plan_passes(sched, array)
+    dram = dram_traffic(tuple(plan.moved_bytes.as_dict().values()), wb, slot_index_bits)
     traffic = Traffic(
         weights_sram=w_store * rt, index_sram=i_store * rt, acts_sram=math.ceil(act_reads * ab / 8),
-        outputs_sram=math.ceil(outputs * accb / 8),
-        weights_dram=w_store * w_refetch, index_dram=i_store * w_refetch,
-        acts_dram=in_bytes * a_refetch, outputs_dram=math.ceil(outputs * ab / 8))
+        outputs_sram=math.ceil(outputs * accb / 8), weights_dram=dram[0], index_dram=dram[1],
+        acts_dram=dram[2], outputs_dram=dram[3])
 
     compute = sched.compute_cycles()
-    fill = sched.fill_cycles()
-    busy = compute + fill
-    sram_need = max(traffic.weights_sram + traffic.index_sram, traffic.acts_sram, traffic.outputs_sram)
-    transfer = max(traffic.dram / array.dram_bytes_per_cycle, sram_need / array.sram_bytes_per_cycle)
-    stall = max(0, math.ceil(transfer) - busy)
+    fill = plan.array_cycles - compute
+    stall = plan.cycles - plan.array_cycles
 
     if mask is not None:
         nonzero = int(mask.sum()) * spec.M
@@ -241,7 +245,14 @@ def _count(spec: LayerSpec, array: ArrayConfig, sched: Schedule, pattern: Sparsi
     return LayerCost(spec.name, str(spec.kind), spec.M, spec.K, spec.N, spec.groups, str(pattern),
                      sched.exact and (mask is not None or pattern.kind in ("dense", "nm")),
                      compute, fill, stall, spec.macs, nonzero, macs_executed, traffic,
-                     float(sum(breakdown.values())), breakdown, R * C)
+                     float(sum(breakdown.values())), breakdown, R * C, _pass_note(plan), plan.count,
+                     plan.order, plan.k_split)
+
+
+def _pass_note(plan: PassPlan) -> str:
+    if plan.k_split == 1:
+        return ""
+    return "K split (see k_split): a tile's K does not fit one bank; the host adds the int32 partial sums"
 
 
 def estimate_layer(spec: LayerSpec, array: ArrayConfig, pattern: SparsityPattern | None = None,

@@ -26,6 +26,7 @@ K′ + R + C − 2: its slots enter while the previous fold's results skew out a
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -463,8 +464,10 @@ class PassCapacity:
     word_bytes: PassWords
 
 
+@functools.lru_cache(maxsize=1024)
 def pass_capacity(array: ArrayConfig, slots: int) -> PassCapacity:
-    """The per-bank capacities of the design for ``array`` issuing ``slots`` per group."""
+    """The per-bank capacities of the design for ``array`` issuing ``slots`` per group (cached:
+    an array config is immutable)."""
     from .images import memory_map  # images builds on this module
 
     mm = memory_map(array, slots)
@@ -751,10 +754,9 @@ _KEPT = 5
 def _dim(n: np.ndarray, explicit: bool) -> tuple[np.ndarray, np.ndarray]:
     """Chunk indices and weights of one grid dimension with ``n`` chunks, (P, s); every row of
     ``n`` has the same min(n, 5) (or P = 1 when ``explicit``)."""
-    P = n.shape[0]
     s = int(n.max()) if explicit else min(int(n.max()), _KEPT)
     if explicit or s < _KEPT:
-        return np.broadcast_to(np.arange(s), (P, s)), np.ones((P, s), dtype=np.int64)
+        return np.arange(s).reshape(1, s), np.ones((1, s), dtype=np.int64)
     one = np.ones_like(n)
     return (np.concatenate([0 * one, one, 2 * one, n - 2, n - 1], axis=1),
             np.concatenate([one, one, n - 4, one, one], axis=1))
@@ -780,24 +782,19 @@ def _sequence(g: PassGrid, ch: _Chunks, rows_outer: bool, explicit: bool = False
     shape = (P, *(idx.shape[1] for idx, _ in parts))
     out, w = {}, np.ones(shape, dtype=np.int64)
     for d, ((name, _, _), (idx, wt)) in enumerate(zip(dims, parts)):
-        view = [P] + [1] * len(parts)
+        view = [idx.shape[0]] + [1] * len(parts)
         view[d + 1] = idx.shape[1]
         out[name] = np.broadcast_to(idx.reshape(view), shape).reshape(P, -1)
         w = w * wt.reshape(view)
     return _Sequence(w.reshape(P, -1), out["g"], out["c"], out["r"], out["k"])
 
 
-def _back(x: np.ndarray, d: int) -> np.ndarray:
-    """``x`` shifted ``d`` entries later along the sequence, −1 (never a value) in front."""
-    return np.concatenate([np.full_like(x[:, :d], -1), x[:, :-d]], axis=1)[:, : x.shape[1]]
-
-
-def _same(keys: list[np.ndarray], double: np.ndarray) -> np.ndarray:
-    """Whether each pass's key equals that of the previous pass on its bank (p − 1, or p − 2
-    double-buffered)."""
-    one = np.logical_and.reduce([k == _back(k, 1) for k in keys])
-    two = np.logical_and.reduce([k == _back(k, 2) for k in keys])
-    return np.where(double, two, one)
+def _same(keys: list[np.ndarray], back: int) -> np.ndarray:
+    """Whether each pass's keys equal those of the pass ``back`` entries earlier (its bank's
+    previous pass: 1 single-, 2 double-buffered); False for the first passes."""
+    out = np.zeros(keys[0].shape, dtype=bool)
+    out[:, back:] = np.logical_and.reduce([k[:, back:] == k[:, :-back] for k in keys])
+    return out
 
 
 def _pass_terms(g: PassGrid, ch: _Chunks, seq: _Sequence) -> dict[str, np.ndarray]:
@@ -817,9 +814,10 @@ def _pass_terms(g: PassGrid, ch: _Chunks, seq: _Sequence) -> dict[str, np.ndarra
         weights, dtile = table[seq.g, seq.c, seq.k], dtable[seq.g, seq.c, seq.k]
     folds = ncol * nrow
     need = (weights, weights, nrow * ab, folds, g.rows * folds)
-    reuse_w = _same([seq.g, seq.c, seq.k], g.double)
-    reuse_a = _same([seq.g, seq.r, seq.k], g.double)
-    reuse_d = _same([ncol, nrow, weights, ab, dtile], g.double)
+    back = 2 if g.double[0, 0] else 1   # one buffering per call (plan_grid groups configs by it)
+    reuse_w = _same([seq.g, seq.c, seq.k], back)
+    reuse_a = _same([seq.g, seq.r, seq.k], back)
+    reuse_d = _same([ncol, nrow, weights, ab, dtile], back)
     moved = tuple(np.where(reuse, 0, words) for reuse, words in
                   zip((reuse_w, reuse_w, reuse_a, reuse_d), need[:4])) + (need[4],)
     tr = [transfer_cycles(m, b, g.dram_bpc) for m, b in zip(moved, g.word_bytes)]
@@ -842,13 +840,17 @@ def plan_grid(g: PassGrid, rows_outer: np.ndarray | None = None) -> dict[str, np
             *(f"moved_{m}" for m in PassWords.__slots__)]
     out = {k: np.zeros(P, dtype=np.int64) for k in keys}
     out["rows_outer"] = np.zeros(P, dtype=bool)
-    counts = np.concatenate([np.minimum(n, _KEPT) for n in _grid_counts(g, ch)] + [g.double.astype(np.int64)], axis=1)
-    _, group_of = np.unique(counts, axis=0, return_inverse=True)
-    for u in np.unique(group_of):
-        sel = np.flatnonzero(group_of.reshape(-1) == u)
+    # configs whose sequences have the same shape (chunks per dimension up to _KEPT, buffering)
+    shape = g.double[:, 0].astype(np.int64)
+    for n in _grid_counts(g, ch):
+        shape = shape * (_KEPT + 1) + np.minimum(n[:, 0], _KEPT)
+    groups = [np.arange(P)] if P == 1 else [np.flatnonzero(shape == u) for u in np.unique(shape)]
+    for sel in groups:
         sub, sch = (g, ch) if sel.size == P else (g.take(sel), ch.take(sel))
+        _, n_c, n_r, _ = _grid_counts(sub, sch)
         res = []
-        for order in (False, True):
+        # with one column or one row chunk both orders are the same sequence
+        for order in (False, True) if n_c[0, 0] > 1 and n_r[0, 0] > 1 else (False,):
             seq = _sequence(sub, sch, order)
             t = _pass_terms(sub, sch, seq)
             w = seq.w
@@ -859,6 +861,8 @@ def plan_grid(g: PassGrid, rows_outer: np.ndarray | None = None) -> dict[str, np
                 r[f"moved_{m}"] = (w * words).sum(axis=1)
             r["moved_bytes"] = sum(r[f"moved_{m}"] * b[:, 0] for m, b in zip(PassWords.__slots__, sub.word_bytes))
             res.append(r)
+        if len(res) == 1:
+            res.append(res[0])
         pick = (res[1]["moved_bytes"] < res[0]["moved_bytes"]) if rows_outer is None else rows_outer[sel, 0]
         for k in keys:
             out[k][sel] = np.where(pick, res[1][k], res[0][k])

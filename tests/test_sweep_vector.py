@@ -24,8 +24,10 @@ def configs(draw):
         rows=draw(st.integers(1, 24)), cols=draw(st.integers(1, 24)), dataflow=flow,
         group_size=m, slot_options=tuple(sorted(ns)), group_skipping=draw(st.booleans()),
         fold_overlap=draw(st.booleans()),
-        weight_sram_kib=draw(st.sampled_from([0.25, 2, 64])), act_sram_kib=draw(st.sampled_from([0.25, 2, 64])),
-        out_sram_kib=draw(st.sampled_from([0.5, 8, 128])),
+        # small SRAMs make multi-pass layers (K split included), both bufferings
+        weight_sram_kib=draw(st.sampled_from([0.125, 0.25, 1, 2, 64])),
+        act_sram_kib=draw(st.sampled_from([0.125, 0.25, 1, 2, 64])),
+        out_sram_kib=draw(st.sampled_from([0.25, 0.5, 2, 8, 128])), double_buffer=draw(st.booleans()),
         dram_bytes_per_cycle=draw(st.sampled_from([0.5, 4, 64])),
         weight_bits=draw(st.sampled_from([4, 8])))
 
@@ -85,3 +87,21 @@ def test_layer_with_own_zeros_uses_its_mask():
     cfgs = [BASE.replace(rows=4, cols=4), BASE.replace(rows=2, cols=8, dataflow="ws")]
     batch = cost_batch([spec], cfgs)
     assert batch["cycles"][0].tolist() == [estimate_layer(spec, c).cycles for c in cfgs]
+
+
+def test_multi_pass_layers_equal_scalar_in_both_bufferings():
+    """Layers of many passes (K split, ≥ 5 chunks along rows and columns: the closed form's runs)."""
+    specs = [LayerSpec.gemm("wide", 300, 200, 96), LayerSpec.gemm("tall", 5000, 40, 24)]
+    cfgs = [BASE.replace(rows=4, cols=4, weight_sram_kib=w, act_sram_kib=a, out_sram_kib=o, double_buffer=d,
+                         dram_bytes_per_cycle=bpc)
+            for w, a, o in ((0.25, 0.25, 0.5), (1, 2, 2), (64, 64, 128)) for d in (False, True) for bpc in (1.0, 16)]
+    for pattern in ("dense", "2:4", "unstructured:0.3"):
+        batch = cost_batch(specs, cfgs, parse_pattern(pattern))
+        for p, cfg in enumerate(cfgs):
+            for i, spec in enumerate(specs):
+                want = estimate_layer(spec, cfg, parse_pattern(pattern))
+                got = {k: batch[k][i, p] for k in ("cycles", "stall_cycles", "fill_cycles", "dram")}
+                assert got == {"cycles": want.cycles, "stall_cycles": want.stall_cycles,
+                               "fill_cycles": want.fill_cycles, "dram": want.bytes.dram}, (pattern, cfg, spec)
+    small = estimate_layer(specs[0], cfgs[0], parse_pattern("dense"))
+    assert small.passes >= 25 and small.k_split > 1

@@ -97,6 +97,13 @@ def _user_or_file(args: argparse.Namespace) -> list:
     return load_model(args.model, batch=args.batch)
 
 
+def _passes(layer) -> str:
+    """Passes, their outer loop when there are several, and the K split: "12 rows K/3"."""
+    if layer.passes == 1 or not layer.pass_order:
+        return f"{layer.passes:,}"
+    return f"{layer.passes:,} {layer.pass_order.split('-')[0]}" + (f" K/{layer.k_split}" if layer.k_split > 1 else "")
+
+
 def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:
     """Rich table of per-layer costs with a totals row and the speedup over dense."""
     from rich.console import Console
@@ -104,8 +111,8 @@ def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:
 
     t = Table(title=title, title_justify="left")
     for col, just in (("layer", "left"), ("M", "right"), ("K", "right"), ("N", "right"),
-                      ("pattern", "left"), ("cycles", "right"), ("util", "right"),
-                      ("KiB moved", "right"), ("µJ", "right")):
+                      ("pattern", "left"), ("cycles", "right"), ("stall", "right"), ("passes", "right"),
+                      ("util", "right"), ("KiB moved", "right"), ("µJ", "right")):
         if col == "layer":
             t.add_column(col, justify=just, min_width=14, overflow="fold")
         else:
@@ -113,18 +120,23 @@ def render(cost: ModelCost, dense: ModelCost, *, title: str) -> None:
     for layer in cost.layers:
         name = layer.name if layer.groups == 1 else f"{layer.name} (g={layer.groups})"
         t.add_row(name, f"{layer.M:,}", f"{layer.K:,}", f"{layer.N:,}", layer.pattern,
-                  f"{layer.cycles:,}", f"{layer.utilization:.0%}",
+                  f"{layer.cycles:,}", f"{layer.stall_cycles:,}", _passes(layer), f"{layer.utilization:.0%}",
                   f"{(layer.bytes.sram + layer.bytes.dram) / 1024:,.1f}", f"{layer.energy_pj / 1e6:,.2f}")
     traffic = cost.bytes
     util = cost.utilization
     t.add_section()
-    t.add_row("total", "", "", "", "", f"{cost.cycles:,}", f"{util:.0%}",
+    t.add_row("total", "", "", "", "", f"{cost.cycles:,}", f"{int(cost.total('stall_cycles')):,}",
+              f"{int(cost.total('passes')):,}", f"{util:.0%}",
               f"{(traffic.sram + traffic.dram) / 1024:,.1f}", f"{cost.total('energy_pj') / 1e6:,.2f}",
               style="bold")
     console = Console()
     if not console.is_terminal:
         console = Console(width=130)  # piped: rich would wrap at 80 and fold the table
     console.print(t)
+    if cost.array.dataflow == "os":
+        console.print(f"stall: cycles the array waits for the DMA ({'double' if cost.array.double_buffer else 'single'}"
+                      f"-buffered, {cost.array.dram_bytes_per_cycle:g} B/cycle) · passes: SRAM-sized pieces "
+                      "of a layer, cols/rows outer, K/n: K split")
     console.print(f"latency {cost.latency_us:,.1f} µs at {cost.array.clock_mhz:g} MHz · "
                   f"speedup over dense {dense.cycles / cost.cycles:.2f}× · "
                   f"energy {dense.total('energy_pj') / cost.total('energy_pj'):.2f}× lower")

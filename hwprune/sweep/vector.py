@@ -18,24 +18,28 @@ mask by the scalar path (exact-mask costing has no shortcut over configs).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from ..config import ArrayConfig
-from ..cost import estimate_layer, layer_mask
+from ..cost import dram_traffic, estimate_layer, layer_mask
 from ..dataflow import (STATIONARY, stationary_compute_cycles, stationary_dram_refetch,
                         stationary_hop_bits, stationary_psum_spill, stationary_sram_elems)
 from ..errors import ConfigError
 from ..ir import LayerSpec
 from ..patterns import Block, Dense, SparsityPattern, Unstructured
-from ..schedule import make_schedule
+from ..schedule import PassGrid, PassWords, make_schedule, pass_capacity, plan_grid
 
 __all__ = ["ConfigBatch", "BatchCost", "cost_batch", "TRAFFIC_FIELDS"]
 
 #: the eight byte counters of :class:`hwprune.cost.Traffic`, in its order
 TRAFFIC_FIELDS = ("weights_sram", "index_sram", "acts_sram", "outputs_sram",
                   "weights_dram", "index_dram", "acts_dram", "outputs_dram")
+
+
+def _col(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x).reshape(-1, 1)
 
 
 def _ceil8(bits: np.ndarray) -> np.ndarray:
@@ -48,6 +52,8 @@ class ConfigBatch:
 
     configs: tuple[ArrayConfig, ...]
     columns: Mapping[str, np.ndarray]
+    #: issue width → (configs, 8) per-bank capacities and word bytes (:func:`capacities`), −1 = not yet
+    _capacity: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, configs: Sequence[ArrayConfig]) -> ConfigBatch:
@@ -66,6 +72,7 @@ class ConfigBatch:
             "o_sram": [c.out_sram_kib * 1024 for c in configs],
             "sram_bpc": [c.sram_bytes_per_cycle for c in configs],
             "dram_bpc": [c.dram_bytes_per_cycle for c in configs],
+            "double_buffer": [c.double_buffer for c in configs],
             **{f"e_{f.name}": [getattr(c.energy, f.name) for c in configs]
                for f in fields(configs[0].energy)},
         }
@@ -81,6 +88,23 @@ class ConfigBatch:
 
     def __len__(self) -> int:
         return len(self.configs)
+
+    def capacities(self, sel: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Per-bank weight, activation and fold capacities and the five memories' word bytes
+        (:func:`hwprune.schedule.pass_capacity`) of configs ``sel`` issuing ``slots``, shape
+        (len(sel), 8); a row of zeros where the design has no such memory (a ConfigError)."""
+        out = np.zeros((sel.size, 8), dtype=np.int64)
+        for s in np.unique(slots):
+            table = self._capacity.setdefault(int(s), np.full((len(self), 8), -1, dtype=np.int64))
+            rows = sel[slots == s]
+            for p in rows[table[rows, 0] < 0]:
+                try:
+                    cap = pass_capacity(self.configs[p], int(s))
+                    table[p] = (cap.weights, cap.acts, cap.folds, *cap.word_bytes.as_dict().values())
+                except ConfigError:
+                    table[p] = 0
+            out[slots == s] = table[rows]
+        return out
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self.columns[key]
@@ -224,23 +248,27 @@ def _os_layer(spec: LayerSpec, pat: SparsityPattern, batch: ConfigBatch, sel: np
     wb, ab, accb = c["weight_bits"], c["act_bits"], c["acc_bits"]
     sib = np.where(slots < gs, c["index_bits"], 0)
     w_store, i_store = _ceil8(slot_words * wb), _ceil8(slot_words * sib)
-    in_bytes = _ceil8(_input_elems(spec) * ab)
-    tile_bytes = kp * C * (wb + sib) / 8
-    wbytes = w_store + i_store
-    w_sram, a_sram = c["w_sram"], c["a_sram"]
-    a_w = np.where(2 * tile_bytes <= w_sram, 1, row_tiles)
-    a_a = np.where(in_bytes <= a_sram, 1, col_tiles)
-    chunks = np.minimum(row_tiles, np.ceil(in_bytes / (a_sram / 2)).astype(np.int64))
-    b_w = np.where(wbytes <= w_sram / 2, 1, chunks)
-    use_b = b_w * wbytes + in_bytes < a_w * wbytes + a_a * in_bytes
-    w_ref, a_ref = np.where(use_b, b_w, a_w), np.where(use_b, 1, a_a)
+    ok = ok & (slots > 0)
+    caps = batch.capacities(sel[ok], slots[ok])
+    cap = np.zeros((sel.size, 8), dtype=np.int64)
+    cap[ok] = caps
+    ok = ok & (cap[:, 0] > 0)
+    plan = plan_grid(PassGrid(
+        rows=_col(R), cols=_col(C), groups=G, K=K, group_size=_col(gs), slots=_col(np.maximum(slots, 1)),
+        expected=_col(expected), row_tiles=_col(row_tiles), col_tiles=_col(col_tiles),
+        k_groups=_col(-(-K // gs)), gap=_col(gap), fill=_col(fill), cap_w=_col(cap[:, 0]),
+        cap_a=_col(cap[:, 1]), cap_f=_col(cap[:, 2]), word_bytes=tuple(_col(cap[:, 3 + i]) for i in range(5)),
+        dram_bpc=_col(c["dram_bpc"]), double=_col(c["double_buffer"])))
+    ok = ok & plan["ok"]
+    moved = tuple(plan[f"moved_{m}"] * cap[:, 3 + i] for i, m in enumerate(PassWords.__slots__))
+    dram = dram_traffic(moved, wb, sib)
     outputs = M * n_out * G
     traffic = {
         "weights_sram": w_store * row_tiles, "index_sram": i_store * row_tiles,
         "acts_sram": _ceil8(act_reads * ab), "outputs_sram": _ceil8(outputs * accb),
-        "weights_dram": w_store * w_ref, "index_dram": i_store * w_ref,
-        "acts_dram": in_bytes * a_ref, "outputs_dram": _ceil8(outputs * ab)}
-    stall = _stall(traffic, c, compute + fill)
+        "weights_dram": dram[0], "index_dram": dram[1], "acts_dram": dram[2], "outputs_dram": dram[3]}
+    fill = plan["array_cycles"] - compute
+    stall = plan["cycles"] - plan["array_cycles"]
     mux = np.where(slots < gs, macs_executed * c["e_mux"], 0.0)
     hops = macs_executed * (wb + sib + ab) / 8
     energy = _energy(c, macs_executed * c["e_mac"], mux, hops * c["e_reg_byte"], traffic)
