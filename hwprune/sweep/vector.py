@@ -6,9 +6,12 @@ exactly the numbers :func:`hwprune.cost.estimate_model` gives, one config at a t
 test holds the two equal on every point).  It does not re-derive the schedule: what depends on
 the sparsity hardware alone — the issue width, the expected share of issued groups, the packed
 output channels — comes from :func:`hwprune.schedule.make_schedule` run once per distinct
-(M, N-set, group skipping[, columns]) of the batch; what depends on rows, columns, SRAM sizes,
-bandwidths, widths and energies is the counting of :func:`hwprune.cost._count` written over
-arrays, and WS/IS configs use the formulas of :mod:`hwprune.dataflow` unchanged.
+(M, N-set, group skipping[, columns]) of the batch; what depends on rows, columns, widths and
+energies is the counting of :func:`hwprune.cost._count` written over arrays; the passes (chunks,
+order, words moved, the single/double-buffered timeline) are :func:`hwprune.schedule.plan_grid`,
+the planner ``estimate_model`` calls, run on all configs at once (per-bank capacities from
+:func:`hwprune.schedule.pass_capacity`, cached per config and issue width); WS/IS configs use the
+formulas of :mod:`hwprune.dataflow` unchanged.
 
 A config that cannot run a layer's pattern (an N:M its N-set lacks) is marked in ``ok`` instead
 of raising.  A layer whose own weights are sparse and that gets no pattern is costed from its
