@@ -6,8 +6,8 @@ The integer reference is :class:`hwprune.quant.QuantModel` (conv/linear chains) 
 :class:`hwprune.quant.QuantTransformer`; their ``run(x, gemm=...)`` takes the function that does
 each GEMM, so the only thing done here is passing a simulation instead of ``reference_outputs``:
 the host steps are the reference's own code.  An attention product (Q·Kᵀ, A·V) runs dense with
-its second operand in the weight memory; its groups (batch × heads) are split into as many runs
-of the same design as the memories need.  A layer whose operands do not fit the array's
+its second operand in the weight memory, its groups (batch × heads) in passes like any grouped
+layer.  A layer whose operands do not fit the array's
 memories at once runs in the schedule's passes (:mod:`hwprune.sim.dma`), loads and stores
 included, and is checked bit- and cycle-exact against the cost model's total.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwprune.config import ArrayConfig, load_array
-from hwprune.errors import UnsupportedLayerError, VerificationError
+from hwprune.errors import VerificationError
 from hwprune.ir import LayerSpec
 from hwprune.sim.core import simulate
 
@@ -99,34 +99,6 @@ def _layer_on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, patter
                                                           res.cycles, res.predicted_cycles)
 
 
-def _groups_on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, pattern, array: ArrayConfig,
-                   backend: str) -> tuple[np.ndarray, LayerOnRtl]:
-    """A grouped GEMM (attention: groups = batch × heads) in runs of as many whole groups as fit
-    (all of them when they do)."""
-    npg = spec.n_per_group
-
-    def part(g0: int, g: int) -> tuple[np.ndarray, LayerOnRtl]:
-        sub = LayerSpec(spec.name, spec.kind, spec.M, spec.K, npg * g, g, sparsity=spec.sparsity)
-        return _layer_on_rtl(sub, weights[g0 * npg:(g0 + g) * npg], acts[g0:g0 + g], pattern, array, backend)
-
-    step = spec.groups
-    while True:
-        try:
-            runs = [part(0, step)]
-            break
-        except UnsupportedLayerError:
-            if step == 1:
-                raise
-            step = -(-step // 2)
-    for g0 in range(step, spec.groups, step):
-        runs.append(part(g0, min(step, spec.groups - g0)))
-    if len(runs) == 1:
-        return runs[0]
-    return np.concatenate([acc for acc, _ in runs], axis=0), LayerOnRtl(
-        spec.name, spec.M, spec.K, spec.N, sum(i.passes for _, i in runs), sum(i.cycles for _, i in runs),
-        sum(i.predicted_cycles for _, i in runs))
-
-
 def run_model(qmodel, x_int: np.ndarray, array: ArrayConfig | str, *, backend: str = "verilator",
               verify: bool = True, on_layer: Callable[[LayerOnRtl], None] | None = None) -> ModelRun:
     """Run ``qmodel`` (a :class:`hwprune.quant.QuantModel` or
@@ -150,7 +122,7 @@ def run_model(qmodel, x_int: np.ndarray, array: ArrayConfig | str, *, backend: s
     layers: list[LayerOnRtl] = []
 
     def on_rtl(spec: LayerSpec, weights: np.ndarray, acts: np.ndarray, pattern) -> np.ndarray:
-        acc, info = _groups_on_rtl(spec, weights, acts, pattern, array, backend)
+        acc, info = _layer_on_rtl(spec, weights, acts, pattern, array, backend)
         layers.append(info)
         if on_layer is not None:
             on_layer(info)
