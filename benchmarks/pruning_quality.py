@@ -17,6 +17,7 @@ writes the JSON atomically.  Figures, not asserts.
 
     python benchmarks/pruning_quality.py --seeds 0 1 2 --table
     python benchmarks/pruning_quality.py --tasks digits_cnn --sections global90 --seeds 0 1
+    python benchmarks/pruning_quality.py --tasks digits_cnn --sections schedules --seeds 0 1 2 --prune-seeds 4
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ GRID = {"unstructured 50%": "unstructured:0.5", "unstructured 75%": "unstructure
 
 
 def run_one(base, task, *, label, criterion="l1", pattern, scope="layer", schedule="oneshot", steps=None,
-            epochs=None, seed, array, cycles=True):
+            epochs=None, seed, array, cycles=True, prune_seed=None):
     t0 = time.perf_counter()
+    prune_seed = seed if prune_seed is None else prune_seed
     res = prune_model(clone_model(base), pattern, data=task, criterion=criterion, scope=scope,
-                      schedule=schedule, steps=steps, finetune_epochs=epochs, seed=seed)
+                      schedule=schedule, steps=steps, finetune_epochs=epochs, seed=prune_seed)
     row = {"label": label, "criterion": criterion, "pattern": pattern, "scope": scope, "schedule": schedule,
-           "steps": res.steps, "finetune_epochs": res.finetune_epochs, "seed": seed,
+           "steps": res.steps, "finetune_epochs": res.finetune_epochs, "seed": seed, "prune_seed": prune_seed,
            "accuracy": evaluate(res.model, task, "test"), "density": res.density,
            "finetune_steps": res.finetune_steps, "notes": res.notes}
     if cycles:
@@ -139,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["digits_cnn", "lenet300100", "tiny_transformer", "gcn"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--sections", nargs="+", default=["nm", "global90", "noft", "schedules"], choices=SECTIONS)
+    ap.add_argument("--prune-seeds", type=int, default=1, metavar="K",
+                    help="prune (calibrate and fine-tune) each trained model K times, with seeds s, s+100, … "
+                         "(means then average all K × seeds runs: a finer look at differences of one test "
+                         "example)")
     ap.add_argument("--finetune-epochs", type=int, default=None,
                     help="fine-tune budget of every run (default: each task's own, a quarter of its training)")
     ap.add_argument("--array", default="os16x16")
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         return _merge(args)
     report = {"array": args.array, "finetune_epochs": args.finetune_epochs or "task default",
-              "seeds": args.seeds, "tasks": {}}
+              "seeds": args.seeds, "prune_seeds": args.prune_seeds, "tasks": {}}
     for name in args.tasks:
         task = load_task(name)
         rows, baselines = [], []
@@ -165,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} seed {seed} fp32 {baselines[-1]['accuracy']:.4f}", file=sys.stderr, flush=True)
             for label, kw in plan_runs(args.sections, args.criteria):
                 kw = {"epochs": args.finetune_epochs, **kw}
-                r = run_one(base, task, label=label, seed=seed, array=args.array, **kw)
-                rows.append(r)
-                print(f"{name} seed {seed} {label:28s} {r['accuracy']:.4f} ({r['seconds']} s)",
-                      file=sys.stderr, flush=True)
+                for k in range(args.prune_seeds):
+                    r = run_one(base, task, label=label, seed=seed, prune_seed=seed + 100 * k, array=args.array, **kw)
+                    rows.append(r)
+                    print(f"{name} seed {seed}/{r['prune_seed']} {label:28s} {r['accuracy']:.4f} ({r['seconds']} s)",
+                          file=sys.stderr, flush=True)
         report["tasks"][name] = task_report(name, baselines, rows, args.criteria)
     return emit(report, args)
 
@@ -191,6 +198,7 @@ def emit(report, args) -> int:
 def _merge(args) -> int:
     parts = [json.loads(open(f).read()) for f in args.merge]
     report = {"array": parts[0]["array"], "finetune_epochs": parts[0]["finetune_epochs"],
+              "prune_seeds": parts[0].get("prune_seeds", 1),
               "seeds": sorted({s for p in parts for s in p["seeds"]}), "tasks": {}}
     for name in dict.fromkeys(n for p in parts for n in p["tasks"]):
         got = [p["tasks"][name] for p in parts if name in p["tasks"]]
