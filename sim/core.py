@@ -31,7 +31,8 @@ class SimResult:
     last output stored (every pass's loads, array run and store, on the timeline of
     :mod:`hwprune.sim.dma`); ``predicted_cycles`` the cost model's total (compute + fill +
     stall).  ``load_cycles``/``array_cycles``/``store_cycles`` are the sums over passes of
-    L_p, A_p and S_p (they overlap when double-buffered).  ``seconds`` is end to end (images
+    L_p, A_p and S_p (they overlap when double-buffered); ``k_split`` > 1 when a tile's K ran in
+    that many chunks, whose int32 partial sums the host added.  ``seconds`` is end to end (images
     in, results out) without compilation; ``compile_seconds`` is 0 for a cached Verilator build.
     """
 
@@ -57,6 +58,7 @@ class SimResult:
     load_cycles: int = 0
     array_cycles: int = 0
     store_cycles: int = 0
+    k_split: int = 1
 
     @property
     def bit_exact(self) -> bool:
@@ -80,7 +82,7 @@ class SimResult:
                 "wrapped": self.wrapped, "skipped_groups": self.skipped_groups, "passes": self.passes,
                 "pass_order": self.pass_order, "double_buffer": self.double_buffer,
                 "load_cycles": self.load_cycles, "array_cycles": self.array_cycles,
-                "store_cycles": self.store_cycles}
+                "store_cycles": self.store_cycles, "k_split": self.k_split}
 
 
 def quantize_int8(weights: np.ndarray, bits: int = 8) -> tuple[np.ndarray, float]:
@@ -221,7 +223,7 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
                        int((~program.schedule.issued).sum()), passes=len(dma.passes), pass_order=program.plan.order,
                        double_buffer=dma.double_buffer, load_cycles=sum(p.load_cycles for p in dma.passes),
                        array_cycles=sum(r.cycles for r in run.passes),
-                       store_cycles=sum(p.store.cycles for p in dma.passes))
+                       store_cycles=sum(p.store.cycles for p in dma.passes), k_split=program.plan.k_split)
     if verify:
         if not result.bit_exact:
             where = tuple(int(i) for i in np.argwhere(result.outputs_int32 != result.reference)[0])

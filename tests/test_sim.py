@@ -453,3 +453,30 @@ def test_cli_sim_runs_attention_layers(capsys):
                  "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["layers"]
     assert "skipped" not in row and row["bit_exact"] and row["cycle_exact"] and row["pattern"] == "dense"
+
+
+@pytest.mark.parametrize("backend", [pytest.param("verilator", marks=needs_verilator), "amaranth"])
+@pytest.mark.parametrize("pattern", [NM(2, 4), Dense()], ids=str)
+def test_layer_in_three_or_more_passes_single_and_double_buffered(backend, pattern):
+    """The acceptance case: a layer that needs ≥ 3 passes (dense: with its K split, partial sums
+    added on the host) is bit- and cycle-exact single- and double-buffered, at the host port's
+    rate and at a DRAM slower than it; single-buffered the total is Σ (L + A + S).  At the port's
+    rate double buffering hides loads behind compute; at 1.5 B/cycle its half-size banks (twice
+    the passes, K split, more words moved) can cost more than they hide, as predicted."""
+    rng = np.random.default_rng(0)
+    layer = LayerSpec.gemm("three", 9, 19, 7)
+    w = rng.integers(-128, 128, size=(7, 19))
+    w = np.where(pattern.mask(np.abs(w) + rng.random(w.shape) * 1e-3), w, 0)
+    x = rng.integers(-128, 128, size=(9, 19))
+    totals = {}
+    for bpc in (16.0, 1.5):
+        for double in (False, True):
+            array = A23.replace(double_buffer=double, dram_bytes_per_cycle=bpc)
+            res = simulate(layer, w, x, pattern, array, backend=backend)
+            check(res, layer, w, x, array, pattern)
+            assert res.passes >= 3 and res.load_cycles > 0 and res.store_cycles > 0
+            totals[bpc, double] = res.cycles
+        if pattern == Dense():
+            assert predicted(layer, w, array, pattern).k_split > 1
+    assert totals[16.0, True] < totals[16.0, False]
+    assert totals[1.5, False] > totals[16.0, False] and totals[1.5, True] > totals[16.0, True]
