@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hwprune.config import ArrayConfig, load_array
+from hwprune.cost import estimate_layer
 from hwprune.errors import ConfigError, UnsupportedLayerError, VerificationError
 from hwprune.images import reference_outputs
 from hwprune.io import check_writable
@@ -199,7 +200,8 @@ def simulate(layer: LayerSpec, weights_int8: np.ndarray, acts_int8: np.ndarray,
     t0 = time.perf_counter()
     compile_s = 0.0
     program = build_program(layer, weights_int8, acts_int8, array, pat)
-    predicted = program.plan.cycles
+    # the cost model's total (compute + fill + stall), counted off the same plan's closed form
+    predicted = estimate_layer(layer, array, pat, program.weights != 0 if layer.has_weights else None).cycles
     max_cycles = 2 * predicted + 1000
     if backend == "verilator":
         from hwprune.sim import verilator

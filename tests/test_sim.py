@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwprune import NM, Dense, LayerSpec, load_array
+from hwprune import NM, Dense, LayerSpec, estimate_layer, load_array
 from hwprune.errors import ConfigError, HwPruneError, VerificationError
 from hwprune.ir import LayerKind
 from hwprune.schedule import make_schedule, plan_passes
@@ -63,11 +63,16 @@ def predicted(layer, w, array, pattern):
 
 
 def check(res, layer, w, x, array, pattern) -> None:
+    """Bit-exact against numpy; the simulated total, and its split into array and stall cycles,
+    exactly the cost model's; passes, order and buffering the planner's."""
     plan = predicted(layer, w, array, pattern)
+    cost = estimate_layer(layer, array, pattern, w != 0)
     assert res.bit_exact and res.cycle_exact
-    assert res.cycles == plan.cycles == res.predicted_cycles
-    assert res.passes == plan.count and res.array_cycles == plan.array_cycles
-    assert res.double_buffer == array.double_buffer and res.pass_order == plan.order
+    assert res.cycles == cost.cycles == res.predicted_cycles == plan.cycles
+    assert res.cycles - res.array_cycles == cost.stall_cycles
+    assert res.array_cycles == cost.compute_cycles + cost.fill_cycles == plan.array_cycles
+    assert res.passes == plan.count == cost.passes and res.pass_order == plan.order == cost.pass_order
+    assert res.double_buffer == array.double_buffer and res.k_split == cost.k_split
     if not array.double_buffer:
         assert res.cycles == res.load_cycles + res.array_cycles + res.store_cycles
     xs = x if x.ndim == 3 else x[None]
@@ -255,13 +260,13 @@ def test_verification_error_reports_both_cycle_counts(monkeypatch):
     import dataclasses
 
     import hwprune.sim.core as core
-    real = core.build_program
+    real = core.estimate_layer
 
     def off_by_one(*args, **kwargs):
-        program = real(*args, **kwargs)
-        return dataclasses.replace(program, plan=dataclasses.replace(program.plan, cycles=program.plan.cycles + 1))
+        cost = real(*args, **kwargs)
+        return dataclasses.replace(cost, stall_cycles=cost.stall_cycles + 1)
 
-    monkeypatch.setattr(core, "build_program", off_by_one)
+    monkeypatch.setattr(core, "estimate_layer", off_by_one)
     layer = LayerSpec.gemm("late", 2, 4, 2)
     w = np.ones((2, 4), dtype=int)
     with pytest.raises(VerificationError, match=r"simulated (\d+) cycles in 1 passes, the cost model predicts \d+"):
@@ -480,3 +485,20 @@ def test_layer_in_three_or_more_passes_single_and_double_buffered(backend, patte
             assert predicted(layer, w, array, pattern).k_split > 1
     assert totals[16.0, True] < totals[16.0, False]
     assert totals[1.5, False] > totals[16.0, False] and totals[1.5, True] > totals[16.0, True]
+
+
+@needs_verilator
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(m=st.integers(1, 40), k=st.integers(1, 64), n=st.integers(1, 16), design=st.sampled_from(["2x3-2:4", "4x4-dense", "2x2-1:2"]),
+       double=st.booleans(), bpc=st.sampled_from([0.5, 3.0, 16.0]), seed=st.integers(0, 2**16))
+def test_cost_model_stall_cycles_equal_the_rtl_on_random_shapes(m, k, n, design, double, bpc, seed):
+    """The stall the cost model predicts (timeline − Σ pass array cycles) is what the RTL waits
+    for the DMA: larger random GEMMs than the fuzz cases, on Verilator, both bufferings."""
+    array, pattern = DESIGNS[design]
+    array = array.replace(double_buffer=double, dram_bytes_per_cycle=bpc)
+    layer = LayerSpec.gemm("rnd", m, k, n)
+    w, x = layer_operands(layer, pattern, array, seed=seed)
+    res = simulate(layer, w, x, pattern, array)
+    cost = estimate_layer(layer, array, pattern, w != 0)
+    assert res.cycles - res.array_cycles == cost.stall_cycles
+    check(res, layer, w, x, array, pattern)
