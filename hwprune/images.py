@@ -148,8 +148,8 @@ class MemoryLayout:
             planes = [((v[:, e, i][:, None] >> np.arange(f.bits, dtype=np.int64)) & 1).astype(np.uint8)
                       for e, i, f in live]
             raw = np.packbits(np.concatenate(planes, axis=1), axis=1, bitorder="little")
-        data, step = raw.tobytes(), raw.shape[1]
-        return [int.from_bytes(data[k * step:(k + 1) * step], "little") for k in range(n)]
+        data, step = memoryview(raw.tobytes()), raw.shape[1]
+        return [int.from_bytes(data[k: k + step], "little") for k in range(0, n * step, step)]
 
     def unpack(self, words: list[int]) -> np.ndarray:
         """Inverse of :meth:`pack`: (words, repeat, fields) as Python ints in an object array."""
@@ -322,25 +322,41 @@ def build_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array:
 
 
 def _lay_out(layer: LayerSpec, w: np.ndarray, x: np.ndarray, sched: Schedule, mm: MemoryMap,
-             base: Mapping[str, int], fits: Callable[[dict[str, int]], None]) -> dict[str, list[int]]:
+             base: Mapping[str, int], fits: Callable[[dict[str, int]], None],
+             memo: dict | None = None, keys: tuple[object, object] = (None, None)) -> dict[str, list[int]]:
     """The words of every loaded memory for ``sched`` (walked once), descriptors pointing at
     the ``base`` addresses (memory → first address, 0 when absent); ``fits`` is called first
-    with the words each memory needs (outputs included) and raises when they do not fit."""
-    columns = _column_channels(sched, layer.n_per_group, mm.cols)
-    tiles = _weight_tiles(layer, w, sched, mm, columns)
+    with the words each memory needs (outputs included) and raises when they do not fit.
+
+    With ``memo``, the weight tiles (weights and stream words) are kept under ``keys[0]`` and
+    the activation words under ``keys[1]``, and a later call with the same key takes them from
+    there (the passes of one layer that share their columns or their rows lay them out once)."""
+    memo = {} if memo is None else memo
+
+    def weights() -> tuple[_WeightTiles, list[int], list[int]]:
+        tiles = _weight_tiles(layer, w, sched, mm, _column_channels(sched, layer.n_per_group, mm.cols))
+        return (tiles, mm["weights"].pack(np.stack([tiles.values, tiles.index], axis=2)),
+                mm["stream"].pack(tiles.offsets[:, None]))
+
+    tiles, w_words, s_words = _cached(memo, ("weights", keys[0]), weights)
     a_block = sched.k_groups if not mm.dense else layer.K
     fits({"weights": tiles.slots, "acts": layer.groups * sched.row_tiles * a_block,
           "desc": sched.folds_count, "outputs": sched.folds_count * mm.rows})
     desc = _descriptors(sched, tiles.base, a_block)
     desc[:, 0] += base.get("weights", 0)
     desc[:, 2] += base.get("acts", 0)
-    words = {
-        "weights": mm["weights"].pack(np.stack([tiles.values, tiles.index], axis=2)),
-        "stream": mm["stream"].pack(tiles.offsets[:, None]),
-        "acts": mm["acts"].pack(_activation_words(layer, x, sched, mm)),
-        "desc": mm["desc"].pack(desc[:, None, :]),
-    }
-    return words
+    acts = _cached(memo, ("acts", keys[1]), lambda: mm["acts"].pack(_activation_words(layer, x, sched, mm)))
+    return {"weights": w_words, "stream": s_words, "acts": acts, "desc": mm["desc"].pack(desc[:, None, :])}
+
+
+def _cached(memo: dict, key: tuple[str, object], make: Callable[[], object]):
+    """``memo[key]``, made by ``make()`` the first time; made every time (and not kept) when
+    the key's second part is ``None``."""
+    if key[1] is None:
+        return make()
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
 
 
 def checked_operands(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray,
@@ -472,12 +488,21 @@ def _activation_words(layer: LayerSpec, x: np.ndarray, sched: Schedule, mm: Memo
 
 
 def _descriptors(sched: Schedule, tile_base: Mapping[tuple[int, int], int], a_block: int) -> np.ndarray:
-    """One (w_base, k_prime, a_base, last) row per fold."""
-    last = sched.folds_count - 1
-    rows = [(tile_base[(f.group, f.col_tile)], f.k_prime,
-             (f.group * sched.row_tiles + f.row_tile) * a_block, int(f.index == last))
-            for f in sched.folds()]
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+    """One (w_base, k_prime, a_base, last) row per fold, in fold order (conv group, column
+    tile, row tile: :meth:`Schedule.folds`), computed for all folds at once."""
+    G, CT, RT = sched.groups, sched.col_tiles, sched.row_tiles
+    base = np.array([[tile_base[(g, tc)] for tc in range(CT)] for g in range(G)], dtype=np.int64).reshape(G, CT)
+    g, tc, tr = (i.ravel() for i in np.indices((G, CT, RT)))
+    desc = np.stack([base[g, tc], sched.tile_k_prime()[g, tc], (g * RT + tr) * a_block, np.zeros_like(g)], axis=1)
+    if len(desc):
+        desc[-1, 3] = 1
+    return desc.astype(np.int64)
+
+
+def _fold_tiles(sched: Schedule, mm: MemoryMap) -> tuple[int, int, int, int, int]:
+    """A padded output grid (groups, row tiles × R, column tiles × C) split into fold tiles:
+    (groups, row tiles, R, column tiles, C), whose axes (0, 3, 1, 2, 4) are in fold order."""
+    return sched.groups, sched.row_tiles, mm.rows, sched.col_tiles, mm.cols
 
 
 def _pad_outputs(sched: Schedule, mm: MemoryMap, y: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -491,9 +516,7 @@ def _pad_outputs(sched: Schedule, mm: MemoryMap, y: np.ndarray, columns: np.ndar
 
 def _output_words(sched: Schedule, mm: MemoryMap, ypad: np.ndarray) -> np.ndarray:
     """R words of C outputs per fold, in fold order (what the drain writes)."""
-    R, C = mm.rows, mm.cols
-    tiles = [ypad[f.group, f.row_start: f.row_start + R, f.col_start: f.col_start + C] for f in sched.folds()]
-    return np.concatenate(tiles) if tiles else np.zeros((0, C), dtype=np.int64)
+    return ypad.reshape(_fold_tiles(sched, mm)).transpose(0, 3, 1, 2, 4).reshape(-1, mm.cols)
 
 
 def decode_outputs(words: list[int], images: LayerImages) -> np.ndarray:
@@ -519,11 +542,11 @@ def scatter_outputs(ypad: np.ndarray, words: list[int], sched: Schedule, mm: Mem
     n_folds = sched.folds_count
     if len(words) < n_folds * R:
         raise ExportError(f"{len(words)} output words, expected {n_folds * R}")
-    vals = _unpack_signed(words[: n_folds * R], mm["outputs"]).reshape(n_folds, R, C)
-    for f in sched.folds():
-        r0, c0 = row + f.row_start, col + f.col_start
-        tile = ypad[group + f.group, r0: r0 + R, c0: c0 + C]
-        tile[:] = wrap(tile + vals[f.index], mm.acc_bits)
+    G, RT, _, CT, _ = _fold_tiles(sched, mm)
+    vals = _unpack_signed(words[: n_folds * R], mm["outputs"])
+    grid = vals.reshape(G, CT, RT, R, C).transpose(0, 2, 3, 1, 4).reshape(G, RT * R, CT * C)
+    part = ypad[group: group + G, row: row + RT * R, col: col + CT * C]
+    part[:] = wrap(part + grid, mm.acc_bits)
 
 
 def unpad_outputs(ypad: np.ndarray, sched: Schedule, mm: MemoryMap, npg: int) -> np.ndarray:
@@ -596,7 +619,8 @@ class PassImages:
 
 def build_pass_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array: ArrayConfig,
                       sched: Schedule, *, group: int, row_tiles: range, col_tiles: range,
-                      k_groups: range, bank: int = 0, double_buffer: bool = False) -> PassImages:
+                      k_groups: range, bank: int = 0, double_buffer: bool = False,
+                      memo: dict | None = None) -> PassImages:
     """Lay one pass of ``layer`` out at the base addresses of ``bank``.
 
     ``sched`` is the layer's schedule (``build_images(...).schedule`` or the cost model's); the
@@ -604,12 +628,18 @@ def build_pass_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, a
     in the descriptors are absolute (the bank's bases added), so the design runs it from
     ``desc_base = base["desc"]`` with outputs at ``out_base = base["outputs"]``.
 
+    ``memo`` (a dict, empty at first) is for the passes of one layer with the same operands, as
+    :func:`hwprune.sim.dma.build_program` lays them out: the operands are checked once, and the
+    words passes have in common are laid out once (weights and stream per group, column tiles
+    and K range; activations per group, row tiles and K range).
+
     Raises
     ------
     UnsupportedLayerError
         The pass's words exceed one bank of a memory.
     """
-    w, x = checked_operands(layer, weights, acts, array)
+    memo = {} if memo is None else memo
+    w, x = _cached(memo, ("operands", "checked"), lambda: checked_operands(layer, weights, acts, array))
     mm = memory_map(array, sched.slots)
     sub = pass_schedule(sched, group=group, row_tiles=row_tiles, col_tiles=col_tiles, k_groups=k_groups)
     npg = layer.n_per_group
@@ -625,8 +655,10 @@ def build_pass_images(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, a
                 raise UnsupportedLayerError(f"{spec.name}: needs {n} {name} words but a bank of array "
                                             f"{array.name!r} holds {bank_words(mm, name, double_buffer)}")
 
+    k = (k_groups.start, k_groups.stop)
     words = _lay_out(spec, w[group * npg:(group + 1) * npg, k0: k0 + sub.K],
-                     x[group: group + 1, r0: r0 + sub.M, k0: k0 + sub.K], sub, mm, base, fits)
+                     x[group: group + 1, r0: r0 + sub.M, k0: k0 + sub.K], sub, mm, base, fits, memo,
+                     ((group, col_tiles.start, col_tiles.stop, *k), (group, row_tiles.start, row_tiles.stop, *k)))
     return PassImages(sub, words, base, group, r0, col_tiles.start * mm.cols)
 
 

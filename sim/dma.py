@@ -290,12 +290,13 @@ def build_program(layer: LayerSpec, weights: np.ndarray, acts: np.ndarray, array
     mm = memory_map(array, sched.slots)
     plan = plan_passes(sched, array)
     in_bank: dict[tuple[str, int], list[int]] = {}
+    memo: dict = {}                         # words that passes share, laid out once
     passes = []
     bpc = array.dram_bytes_per_cycle
     for ps in plan.passes():
         pi = build_pass_images(layer, w, x, array, sched, group=ps.group, row_tiles=ps.row_tiles,
                                col_tiles=ps.col_tiles, k_groups=ps.k_groups, bank=ps.bank,
-                               double_buffer=plan.double_buffer)
+                               double_buffer=plan.double_buffer, memo=memo)
         need = {n: len(pi.words[n]) for n in LOADED} | {"outputs": pi.output_words}
         if need != ps.words.as_dict():
             raise VerificationError(f"{layer.name}: pass {ps.index}: the planner counts {ps.words.as_dict()} "

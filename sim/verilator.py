@@ -36,6 +36,7 @@ from pathlib import Path
 from hwprune.config import ArrayConfig
 from hwprune.errors import ExportError, HwPruneError, VerificationError
 from hwprune.images import memory_map
+from hwprune.io import source_digest
 from hwprune.sim.dma import DmaProgram, DmaRun, parse_report, program_bytes
 
 __all__ = ["Toolchain", "VerilatorBuild", "toolchain", "build", "run", "run_program", "cache_dir"]
@@ -122,10 +123,7 @@ def _design_fields(array: ArrayConfig) -> dict[str, object]:
 def _design_key(array: ArrayConfig, slots: int, tb: str, tools: Toolchain) -> str:
     """Hash of everything the binary depends on: the generators' sources, the design's memory
     map and config, the bench, the toolchain and flags."""
-    h = hashlib.sha256()
-    rtl = resources.files("hwprune.rtl")
-    for name in sorted(p.name for p in rtl.iterdir() if p.name.endswith((".py", ".v"))):
-        h.update(rtl.joinpath(name).read_bytes())
+    h = hashlib.sha256(source_digest("hwprune.rtl").encode())
     h.update(json.dumps(memory_map(array, slots).to_dict(), sort_keys=True).encode())
     h.update(json.dumps(_design_fields(array), sort_keys=True).encode())
     h.update(f"{slots}\0{tb}\0{tools.key}\0{' '.join(_FLAGS + _MAKEFLAGS)}".encode())
