@@ -2,12 +2,15 @@
 
 Prints one JSON object:
 
-* ``same_layer``: one 2:4 layer on 8×8 (and 16×16) through both back ends: simulated cycles per
-  second end to end (images in, results out; compile excluded) and inside the simulator;
+* ``speed``: the issue-13 speed cases on os8x8 with its own (preset) SRAMs, so the layers run
+  in passes with their data movement: the 1024×1024×64 GEMM and a ResNet-18 conv layer
+  (3×3, 64→64, 56×56, batch 1), both 2:4.  Per layer: cycles (== predicted), passes, and over
+  ``--repeat`` runs the median wall seconds and simulated cycles per second end to end (images
+  in, results out; compile excluded, reported apart) and inside the simulator process, plus
+  cycles per CPU-second (this process and the simulator together: what a run costs whatever
+  the machine's load) and the load average during the runs.  Target: ≥ 2 M cycles/s end to end;
+* ``same_layer``: one 2:4 layer on 8×8 (and 16×16) through both back ends;
 * ``verilator_large``: a 512×512×512 2:4 GEMM on 8×8 through Verilator, end to end;
-* ``gemm1024x1024x64_8x8``: the 1024×1024×64 GEMM (2:4) on os8x8 with 1 MiB SRAMs (the preset's
-  do not hold it: layers are not split into passes yet), end to end and inside the simulator, and
-  where the end-to-end time goes (images, simulator process, decoding and checking);
 * ``compile_seconds``: Verilator build time per design (0 when it came from the cache);
 * ``gemm512_16x16``: simulated cycles of the same 512³ GEMM dense, 2:4 and 1:4 on 16×16
   (bit-exact and cycle-exact against the cost model) and the speedups;
@@ -16,29 +19,33 @@ Prints one JSON object:
 * ``build_seconds``: Verilog generation and Verilator compile of os16x16 (2:4) with the preset's
   SRAMs and with 2 MiB SRAMs, in a fresh cache (Verilator's runtime objects, compiled once per
   installation, copied in from the shared cache): the memories are hand-written ``$readmemh``
-  RAMs without contents, so neither figure grows with the SRAM size;
+  RAMs without contents, so neither figure grows with the SRAM size.  Target: ≤ 60 s each;
 * ``yosys``: generic ``synth`` cell counts of the dense and 2:4 8×8 designs (array + controller;
   memories excluded) and effective (dense-equivalent) MACs per cycle per 1,000 cells.
 
-The 512³ layers need more buffer than the presets have, so those runs use the preset with
-larger ``*_sram_kib`` (the datapath is unchanged; only memory depths grow).
+The 512³ layers of ``verilator_large`` and ``gemm512_*`` run with larger ``*_sram_kib`` (one
+pass, the datapath unchanged) so that their cycles compare the datapaths, not DRAM traffic.
 
-    python benchmarks/sim_speed.py [--quick] [--no-yosys] [--out FILE]
+    python benchmarks/sim_speed.py [--quick] [--no-yosys] [--sections speed,build] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import statistics
 import sys
 import time
 
 import numpy as np
 
 from hwprune import NM, Dense, LayerSpec, load_array
+from hwprune.io import print_json
+from hwprune.ir import ConvGeometry
 from hwprune.rtl.emit import synth_stats
 from hwprune.sim import simulate
 from hwprune.sim import verilator as vl
+from hwprune.sim.core import layer_operands
 
 
 def operands(m: int, k: int, n: int, pattern, seed: int = 0):
@@ -61,6 +68,35 @@ def run(layer, w, x, pattern, array, backend):
             "cycles_per_second_in_simulator": round(res.cycles / res.run_seconds) if res.run_seconds else None}
 
 
+def speed_case(layer, w, x, pattern, array, repeat, compile_log, label):
+    """One layer on Verilator, ``repeat`` times after a first run that builds (or finds) the
+    design: medians of wall and CPU seconds, and the load average meanwhile."""
+    first = simulate(layer, w, x, pattern, array, backend="verilator")
+    compile_log[f"{label} ({array.name})"] = round(first.compile_seconds, 1)
+    walls, sims, cpus, loads = [], [], [], []
+    for _ in range(repeat):
+        loads.append(os.getloadavg()[0])
+        c0 = os.times()
+        res = simulate(layer, w, x, pattern, array, backend="verilator")   # raises unless exact
+        c1 = os.times()
+        walls.append(res.seconds)
+        sims.append(res.run_seconds)
+        cpus.append(sum(getattr(c1, k) - getattr(c0, k)
+                        for k in ("user", "system", "children_user", "children_system")))
+    wall, sim, cpu = statistics.median(walls), statistics.median(sims), statistics.median(cpus)
+    return {"layer": dict(zip("MKN", (layer.M, layer.K, layer.N))), "cycles": res.cycles,
+            "predicted_cycles": res.predicted_cycles, "bit_exact": res.bit_exact, "cycle_exact": res.cycle_exact,
+            "passes": res.passes, "pass_order": res.pass_order, "double_buffer": res.double_buffer,
+            "runs": repeat, "seconds_end_to_end_median": round(wall, 4),
+            "seconds_in_simulator_median": round(sim, 4),
+            "cycles_per_second_end_to_end": round(res.cycles / wall),
+            "cycles_per_second_end_to_end_best": round(res.cycles / min(walls)),
+            "cycles_per_second_in_simulator": round(res.cycles / sim),
+            "cycles_per_cpu_second": round(res.cycles / cpu) if cpu > 0 else None,
+            "load_average_1min": round(statistics.median(loads), 2),
+            "compile_seconds": round(first.compile_seconds, 2)}
+
+
 def build(array, slots, compile_log, label):
     t0 = time.perf_counter()
     b = vl.build(array, slots)
@@ -70,7 +106,6 @@ def build(array, slots, compile_log, label):
 
 def build_times(array, slots):
     """Generation and compile seconds of one design in a fresh cache (runtime objects reused)."""
-    import os
     import shutil
     import tempfile
     from pathlib import Path
@@ -98,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller layers, no 16×16 512³ runs")
     ap.add_argument("--no-yosys", action="store_true", help="skip the synthesis statistics")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per speed case (default 5; medians)")
     ap.add_argument("--sections", default="build,speed,same,large,gemm,yosys",
                     help="comma-separated subset of: build, speed, same, large, gemm, yosys (default: all)")
     args = ap.parse_args(argv)
@@ -142,21 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         out["verilator_large"] = {"array": "os8x8, buffers 256/256/1024 KiB", "layer": [size] * 3,
                                   "pattern": "2:4", **run(layer, w, x, p24, big8, "verilator")}
 
-    # -- the issue's speed case: 1024×1024×64 on 8×8 ---------------------------------------------
+    # -- the issue's speed cases: os8x8 with its own SRAMs (passes) -------------------------------
     if "speed" in sections:
-        mib = a8.replace(weight_sram_kib=1024, act_sram_kib=1024, out_sram_kib=1024)
-        layer, w, x = operands(1024, 1024, 64, p24)
-        build(mib, 2, compile_log, "8x8 2:4 (1 MiB buffers)")
-        runs = [run(layer, w, x, p24, mib, "verilator") for _ in range(3)]
-        best = max(runs, key=lambda r: r["cycles_per_second_end_to_end"])
-        from hwprune.images import build_images
-        t0 = time.perf_counter()
-        build_images(layer, w, x, mib, p24)
-        images_s = time.perf_counter() - t0
-        out["gemm1024x1024x64_8x8"] = {
-            "array": "os8x8, buffers 1024/1024/1024 KiB", "pattern": "2:4", "runs": 3, **best,
-            "seconds_building_images": round(images_s, 3),
-            "seconds_rest_end_to_end": round(best["seconds_end_to_end"] - best["seconds_in_simulator"] - images_s, 3)}
+        resnet = LayerSpec.from_conv("resnet18_conv3x3_64x64_56", ConvGeometry.make(
+            in_channels=64, out_channels=64, in_size=56, kernel=3, padding=1))
+        cases = (("gemm1024x1024x64", operands(1024, 1024, 64, p24)),
+                 ("resnet18_conv3x3_64x64_56", (resnet, *layer_operands(resnet, p24, a8))))
+        out["speed"] = {"array": "os8x8 (preset SRAMs)", "pattern": "2:4", "target_cycles_per_second": 2_000_000,
+                        **{name: speed_case(*ops, p24, a8, args.repeat, compile_log, name)
+                           for name, ops in cases}}
 
     # -- dense vs 2:4 vs 1:4 on 16×16 ------------------------------------------------------------
     # (and on the fold-pipelined os16x16p: same datapath, folds overlap)
@@ -195,11 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                                            / ys["dense"]["effective_macs_per_cycle_per_kcell"], 3)
         out["yosys"] = ys
     out["compile_seconds"] = compile_log
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    print_json(out, args.out, force=True)
     return 0
 
 
