@@ -140,10 +140,16 @@ def program_bytes(program: DmaProgram) -> bytes:
                                  len(LOADED)),
              struct.pack(f"<{len(LOADED)}I", *(mm[n].word_bytes for n in LOADED)),
              struct.pack("<II", mm["outputs"].word_bytes, len(program.passes))]
+    # passes share word lists (build_program lays them out once): each is converted once (the
+    # dict holds the list too, so its id cannot be reused meanwhile)
+    raw: dict[int, tuple[list[int], bytes]] = {}
     for dp in program.passes:
         parts.append(struct.pack("<II", dp.images.base["desc"], dp.images.base["outputs"]))
         for t in dp.loads:
-            parts += [struct.pack("<IIQ", t.words, t.base, t.cycles), mm[t.memory].to_bytes(dp.load_words(t.memory))]
+            words = dp.load_words(t.memory)
+            if id(words) not in raw:
+                raw[id(words)] = (words, mm[t.memory].to_bytes(words))
+            parts += [struct.pack("<IIQ", t.words, t.base, t.cycles), raw[id(words)][1]]
         parts.append(struct.pack("<IIQ", dp.store.words, dp.store.base, dp.store.cycles))
     return b"".join(parts)
 
