@@ -350,6 +350,9 @@ def test_cli_sim_json(capsys, tmp_path):
     assert main(["sim", "--gemm", "7,64,5", "--array", arr, "--pattern", "2:4", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["layers"]
     assert row["skipped_groups"] > 0 and row["bit_exact"] and row["cycle_exact"]
+    # larger than the memories (once refused): runs in passes, and says how
+    assert row["passes"] > 1 and row["pass_order"] in ("cols-outer", "rows-outer") and row["double_buffer"]
+    assert row["cycles"] - row["array_cycles"] >= 0 and min(row["load_cycles"], row["store_cycles"]) > 0
 
 
 def test_cli_sim_table_and_errors(capsys, tmp_path):
