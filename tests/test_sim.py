@@ -505,3 +505,40 @@ def test_cost_model_stall_cycles_equal_the_rtl_on_random_shapes(m, k, n, design,
     cost = estimate_layer(layer, array, pattern, w != 0)
     assert res.cycles - res.array_cycles == cost.stall_cycles
     check(res, layer, w, x, array, pattern)
+
+
+@needs_verilator
+def test_bench_validates_its_program_file(tmp_path):
+    """The bench reads only its own versioned format and says what is wrong (exit 2): magic,
+    version, flags, a load shorter than its words, truncation, trailing bytes."""
+    import struct
+    import subprocess
+
+    from hwprune.sim import verilator as vl
+    from hwprune.sim.dma import PROGRAM_VERSION, build_program, program_bytes
+
+    layer = LayerSpec.gemm("g", 3, 8, 2)
+    program = build_program(layer, np.ones((2, 8), dtype=int), np.ones((3, 8), dtype=int), A23, Dense())
+    good = program_bytes(program.dma)
+    binary = vl.build(A23, program.dma.map.slots).binary
+    head = 4 + 4 * 3 + 4 * 4 + 4 * 2                         # magic, version/flags/count, word sizes, out/passes
+    first_load = head + 8                                    # after desc_base/out_base of pass 0
+    short = bytearray(good)
+    words, base = struct.unpack_from("<II", short, first_load)
+    struct.pack_into("<Q", short, first_load + 8, words - 1)  # fewer cycles than words
+    bad = {"magic": b"NOPE" + good[4:], "version": good[:4] + struct.pack("<I", PROGRAM_VERSION + 1) + good[8:],
+           "flags": good[:8] + struct.pack("<I", 6) + good[12:], "fewer cycles": bytes(short),
+           "truncated": good[:-3], "trailing": good + b"\0"}
+    messages = {"magic": "not an hwprune program", "version": "version", "flags": "unknown flags",
+                "fewer cycles": "fewer cycles than words", "truncated": "truncated", "trailing": "trailing"}
+    assert words > 1
+    for name, data in bad.items():
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(data)
+        proc = subprocess.run([str(binary), str(path), str(tmp_path / "out.bin"), "100000"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and messages[name] in proc.stderr, (name, proc.stderr)
+    (tmp_path / "ok.bin").write_bytes(good)
+    ok = subprocess.run([str(binary), str(tmp_path / "ok.bin"), str(tmp_path / "out.bin"), "100000"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("ticks ")
