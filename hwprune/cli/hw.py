@@ -266,7 +266,8 @@ def _render(rows: list[dict], *, title: str) -> None:
         if "skipped" in r:
             t.add_row(r["layer"], *[""] * (len(cols) - 1), style="dim")
             continue
-        passes = f"{r['passes']:,} {r['pass_order']}, {'double' if r['double_buffer'] else 'single'}"
+        passes = f"{r['passes']:,} {r['pass_order']}, {'double' if r['double_buffer'] else 'single'}" + (
+            f", K in {r['k_split']}" if r["k_split"] > 1 else "")
         t.add_row(r["layer"], f"{r['M']:,}", f"{r['K']:,}", f"{r['N']:,}", passes, f"{r['load_cycles']:,}",
                   f"{r['array_cycles']:,}", f"{r['store_cycles']:,}", f"{r['cycles']:,}",
                   f"{r['predicted_cycles']:,}", "yes" if r["cycle_exact"] else "NO",
