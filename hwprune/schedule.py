@@ -834,6 +834,15 @@ def plan_grid(g: PassGrid, rows_outer: np.ndarray | None = None) -> dict[str, np
     unless given), ``passes``, ``moved_<memory>`` words, ``moved_bytes``, ``array_cycles``
     (Σ A_p), ``cycles`` (the timeline), ``load_cycles`` and ``store_cycles``.
     """
+    if g.per_group is None and g.rows.shape[0] > 1 and rows_outer is None:
+        # configs equal in everything the planner reads (a sweep varies energies, clocks, N-sets
+        # that issue the same width...) are planned once
+        table = np.concatenate([g.rows, g.cols, g.group_size, g.slots, g.expected.view(np.int64), g.row_tiles,
+                                g.col_tiles, g.k_groups, g.gap, g.fill, g.cap_w, g.cap_a, g.cap_f, *g.word_bytes,
+                                g.dram_bpc.view(np.int64), g.double.astype(np.int64)], axis=1)
+        uniq, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+        if uniq.shape[0] < table.shape[0]:
+            return {k: v[inverse.reshape(-1)] for k, v in plan_grid(g.take(first)).items()}
     ch = _chunks(g)
     P = ch.kc.shape[0]
     keys = ["passes", "array_cycles", "cycles", "load_cycles", "store_cycles", "moved_bytes",

@@ -95,6 +95,7 @@ def test_multi_pass_layers_equal_scalar_in_both_bufferings():
     cfgs = [BASE.replace(rows=4, cols=4, weight_sram_kib=w, act_sram_kib=a, out_sram_kib=o, double_buffer=d,
                          dram_bytes_per_cycle=bpc)
             for w, a, o in ((0.25, 0.25, 0.5), (1, 2, 2), (64, 64, 128)) for d in (False, True) for bpc in (1.0, 16)]
+    cfgs += [c.replace(clock_mhz=100.0) for c in cfgs[:4]]   # planned once with their twins
     for pattern in ("dense", "2:4", "unstructured:0.3"):
         batch = cost_batch(specs, cfgs, parse_pattern(pattern))
         for p, cfg in enumerate(cfgs):
