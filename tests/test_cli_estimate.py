@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from hwprune.cli import main
+from hwprune import NM, LayerSpec, load_array, make_schedule
+from hwprune.schedule import plan_passes
 
 GEMM_CSV = "Layer, M, N, K, Sparsity,\nff1, 128, 3072, 768, 2:4,\nff2, 128, 768, 3072, 1:4,\n"
 
@@ -32,6 +34,11 @@ def test_json_schema_and_csv_sparsity_column(tmp_path, capsys):
     # 2:4 on K = 768: K′ = 384; folds = 8 · 192 → 1536 · (384 + 30) − 1
     assert l1["compute_cycles"] == 1536 * 414 - 1
     assert l1["cycles"] == l1["compute_cycles"] + l1["fill_cycles"] + l1["stall_cycles"]
+    # the layer runs in SRAM-sized passes (the planner's count and order), reported per layer
+    arr = load_array("os16x16")
+    plan = plan_passes(make_schedule(LayerSpec.gemm("l1", 128, 768, 3072), arr, NM(2, 4)), arr)
+    assert (l1["passes"], l1["pass_order"], l1["k_split"]) == (plan.count, plan.order, plan.k_split)
+    assert l1["passes"] > 1 and data["total"]["passes"] == l1["passes"] + l2["passes"]
     for key in ("cycles", "macs_dense", "macs_executed", "energy_pj", "bytes"):
         assert key in data["total"]
     assert data["total"]["speedup_vs_dense"] > 1.9
@@ -63,6 +70,7 @@ def test_table_output(capsys):
     code, out, _ = run_cli(capsys, "estimate", "lenet300100", "--array", "os8x8", "--pattern", "2:4")
     assert code == 0
     assert "fc1" in out and "total" in out and "speedup over dense" in out
+    assert "passes" in out and "stall" in out
 
 
 @pytest.mark.parametrize("argv,needle", [
