@@ -840,7 +840,8 @@ def plan_grid(g: PassGrid, rows_outer: np.ndarray | None = None) -> dict[str, np
         table = np.concatenate([g.rows, g.cols, g.group_size, g.slots, g.expected.view(np.int64), g.row_tiles,
                                 g.col_tiles, g.k_groups, g.gap, g.fill, g.cap_w, g.cap_a, g.cap_f, *g.word_bytes,
                                 g.dram_bpc.view(np.int64), g.double.astype(np.int64)], axis=1)
-        uniq, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+        rows = np.ascontiguousarray(table).view(np.dtype((np.void, table.dtype.itemsize * table.shape[1])))
+        uniq, first, inverse = np.unique(rows[:, 0], return_index=True, return_inverse=True)
         if uniq.shape[0] < table.shape[0]:
             return {k: v[inverse.reshape(-1)] for k, v in plan_grid(g.take(first)).items()}
     ch = _chunks(g)
