@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -613,6 +613,24 @@ def plan_passes(sched: Schedule, array: ArrayConfig, order: str | None = None) -
     """
     if order is not None and order not in PASS_ORDERS:
         raise ConfigError(f"pass order must be one of {PASS_ORDERS}, not {order!r}")
+    if any(sched.issued.strides):   # a mask schedule with group skipping: its own issued groups
+        return _plan_passes(sched, array, order)
+    # every group issued: the plan depends on these numbers alone (a model's repeated layers,
+    # a sweep's repeated queries), so it is planned once per distinct tuple
+    plan = _plan_uniform(sched.rows, sched.cols, sched.M, sched.K, sched.n_out, sched.groups, sched.group_size,
+                         sched.slots, sched.expected_issue, sched.fold_overlap, array, order)
+    return replace(plan, schedule=sched)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan_uniform(rows: int, cols: int, M: int, K: int, n_out: int, groups: int, group_size: int, slots: int,
+                  expected: float, overlap: bool, array: ArrayConfig, order: str | None) -> PassPlan:
+    issued = np.broadcast_to(np.True_, (groups, math.ceil(n_out / cols), math.ceil(K / group_size)))
+    return _plan_passes(Schedule(rows, cols, M, K, n_out, groups, group_size, slots, issued, expected,
+                                 None, overlap), array, order)
+
+
+def _plan_passes(sched: Schedule, array: ArrayConfig, order: str | None) -> PassPlan:
     cap = pass_capacity(array, sched.slots)
     grid = _grid(sched, array, cap)
     res = plan_grid(grid, None if order is None else np.array([[order == "rows-outer"]]))

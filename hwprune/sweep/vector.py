@@ -11,7 +11,8 @@ energies is the counting of :func:`hwprune.cost._count` written over arrays; the
 order, words moved, the single/double-buffered timeline) are :func:`hwprune.schedule.plan_grid`,
 the planner ``estimate_model`` calls, run on all configs at once (per-bank capacities from
 :func:`hwprune.schedule.pass_capacity`, cached per config and issue width); WS/IS configs use the
-formulas of :mod:`hwprune.dataflow` unchanged.
+formulas of :mod:`hwprune.dataflow` unchanged.  Layers equal in everything the costing reads (kind,
+shape, conv geometry, pattern: a ResNet's repeated blocks) are costed once per call.
 
 A config that cannot run a layer's pattern (an N:M its N-set lacks) is marked in ``ok`` instead
 of raising.  A layer whose own weights are sparse and that gets no pattern is costed from its
@@ -176,6 +177,7 @@ def cost_batch(specs: Sequence[LayerSpec], configs: ConfigBatch | Sequence[Array
     out["energy_pj"] = np.zeros((len(specs), P))
     out["ok"] = np.zeros((len(specs), P), dtype=bool)
     flows = np.array([c.dataflow for c in batch.configs])
+    costed: dict[tuple, int] = {}   # what the costing reads of a layer → its first row
     for i, spec in enumerate(specs):
         pat = patterns.get(spec.name, pattern)
         if pat is None and layer_mask(spec) is not None:
@@ -184,6 +186,14 @@ def cost_batch(specs: Sequence[LayerSpec], configs: ConfigBatch | Sequence[Array
         pat = pat if pat is not None else (spec.sparsity or Dense())
         if not spec.has_weights:
             pat = Dense()
+        # repeated layers (a ResNet's identical blocks) are costed once: everything below reads
+        # only the shape, the kind, the conv geometry and the pattern, never the name
+        key = (spec.kind, spec.M, spec.K, spec.N, spec.groups, spec.conv, spec.has_weights, pat)
+        if key in costed:
+            for v in out.values():
+                v[i] = v[costed[key]]
+            continue
+        costed[key] = i
         sel = flows == "os"
         if sel.any():
             _os_layer(spec, pat, batch, np.flatnonzero(sel), out, i)
