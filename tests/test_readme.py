@@ -4,7 +4,8 @@ Python block runs too.
 They run in-process in a scratch folder holding a link to ``examples/``, so files one command
 writes (``cnn24.pt``, ``cnn24_export``, ``hwprune_demo``) are read by the next, as a reader
 would run them.  ``hwprune demo`` runs in its quick mode here (:data:`QUICK_DEMO`): the full run
-takes minutes and is timed by hand (its figures are in the README).
+takes minutes and is timed by hand (its figures are in the README); ``hwprune sweep`` runs
+without yosys (:data:`QUICK_SWEEP`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from hwprune.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 #: options appended to ``hwprune demo`` in this test (tests/test_demo.py checks the same mode)
 QUICK_DEMO = ["--epochs", "3", "--finetune-epochs", "1", "--images", "16", "--no-stats"]
+#: options appended to ``hwprune sweep`` here: yosys on each of the space's 16 RTL configs takes
+#: about 15 minutes on 2 cores (area is tested on small designs in tests/test_sweep.py)
+QUICK_SWEEP = ["--no-area"]
 
 
 def readme_commands() -> list[str]:
@@ -48,6 +52,8 @@ def test_readme_commands_run(tmp_path, monkeypatch, capsys):
         argv = shlex.split(cmd, comments=True)[1:]
         if argv[:1] == ["demo"]:
             argv += QUICK_DEMO
+        if argv[:1] == ["sweep"]:
+            argv += QUICK_SWEEP
         code = main(argv)
         out, err = capsys.readouterr()
         assert code == 0, f"`{cmd}` exited {code}: {err.strip()[-500:]}"
