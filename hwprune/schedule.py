@@ -618,14 +618,15 @@ def plan_passes(sched: Schedule, array: ArrayConfig, order: str | None = None) -
     # every group issued: the plan depends on these numbers alone (a model's repeated layers,
     # a sweep's repeated queries), so it is planned once per distinct tuple
     plan = _plan_uniform(sched.rows, sched.cols, sched.M, sched.K, sched.n_out, sched.groups, sched.group_size,
-                         sched.slots, sched.expected_issue, sched.fold_overlap, array, order)
+                         sched.slots, sched.issued.shape, sched.expected_issue, sched.fold_overlap, array, order)
     return replace(plan, schedule=sched)
 
 
 @functools.lru_cache(maxsize=4096)
 def _plan_uniform(rows: int, cols: int, M: int, K: int, n_out: int, groups: int, group_size: int, slots: int,
-                  expected: float, overlap: bool, array: ArrayConfig, order: str | None) -> PassPlan:
-    issued = np.broadcast_to(np.True_, (groups, math.ceil(n_out / cols), math.ceil(K / group_size)))
+                  issued_shape: tuple[int, int, int], expected: float, overlap: bool, array: ArrayConfig,
+                  order: str | None) -> PassPlan:
+    issued = np.broadcast_to(np.True_, issued_shape)
     return _plan_passes(Schedule(rows, cols, M, K, n_out, groups, group_size, slots, issued, expected,
                                  None, overlap), array, order)
 
