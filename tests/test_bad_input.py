@@ -264,6 +264,7 @@ CASES = {
     "prune-steps-oneshot": (P + ["--pattern", "2:4", "--steps", "2"], ["--steps 2", "oneshot"]),
     "prune-steps-zero": (P + ["--pattern", "2:4", "--schedule", "iterative", "--steps", "0"], ["--steps", "'0'"]),
     "prune-calib-negative": (P + ["--pattern", "2:4", "--calib-batches", "-2"], ["--calib-batches", "'-2'"]),
+    "prune-rescore-zero": (P + ["--pattern", "2:4", "--rescore", "0"], ["--rescore", "'0'"]),
     "prune-train-epochs-zero": (P + ["--pattern", "2:4", "--train-epochs", "0"], ["--train-epochs", "'0'"]),
     "prune-seed-negative": (P + ["--pattern", "2:4", "--seed", "-1"], ["--seed", "'-1'"]),
     "prune-seed-text": (P + ["--pattern", "2:4", "--seed", "one"], ["--seed", "'one'"]),

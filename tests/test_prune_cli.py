@@ -26,6 +26,17 @@ def test_prune_cli_json_and_checkpoint(tmp_path, capsys):
     assert "cycles" in text and "wrote" in text
 
 
+def test_prune_cli_rescore(tmp_path, capsys):
+    """--rescore sets the scorings; taylor/hessian under global scope re-score 16 times by default."""
+    base = ["prune", "gcn", "--pattern", "unstructured:0.1", "--scope", "global", "--criterion", "hessian",
+            "--finetune-epochs", "0", "--train-epochs", "5"]
+    assert main(base + ["--rescore", "3", "--out", str(tmp_path / "a.pt"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["prune"]["scorings"] == 3 and data["prune"]["history"][0]["scorings"] == 3
+    assert main(base + ["--out", str(tmp_path / "b.pt")]) == 0
+    assert "16 scorings" in capsys.readouterr().out
+
+
 def test_prune_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "x.pt"
     cases = [(["prune", "lenet300100", "--pattern", "5:4", "--out", str(out)], "5:4"),

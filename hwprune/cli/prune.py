@@ -63,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="unstructured patterns keep at least N weights in every output row (default 1; 0: off)")
     p.add_argument("--calib-batches", type=positive_int, default=None,
                    help="calibration batches for taylor/hessian/activation/obs (default 8, or the plan's)")
+    p.add_argument("--rescore", type=positive_int, default=None, metavar="K",
+                   help="times the criterion re-scores the partly pruned model on the way to the final "
+                        "pattern, spread over the pruning events (no training in between); default 16 "
+                        "for taylor/hessian with --scope global, else 1")
     p.add_argument("--shrink", action="store_true",
                    help="physically remove pruned channels (smaller dense layers) before saving")
     p.add_argument("--array", default=None, metavar="PRESET|FILE.toml",
@@ -166,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
     result = prune_model(model, args.pattern, data=task, criterion=args.criterion, plan=plan,
                          scope=args.scope, schedule=args.schedule, steps=args.steps,
                          finetune_epochs=args.finetune_epochs, min_density=args.min_density,
-                         calib_batches=args.calib_batches, row_floor=args.row_floor, seed=args.seed,
-                         progress=progress)
+                         calib_batches=args.calib_batches, row_floor=args.row_floor, rescore=args.rescore,
+                         seed=args.seed, progress=progress)
     final = result.model
     # pruning composes: layers pruned before keep their zeros, and the recorded pattern is the
     # combination (untouched layers keep theirs)
@@ -189,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
     what = args.pattern or f"plan {args.plan}"
     console.print(comparison.table(title=f"{task.name}: {args.criterion} × {what}, {args.scope} scope, "
                                          f"{result.schedule} ({result.steps} step(s), "
-                                         f"{result.finetune_epochs} fine-tune epoch(s))"))
+                                         f"{result.finetune_epochs} fine-tune epoch(s)"
+                                         f"{f', {result.scorings} scorings' if result.scorings > result.steps else ''})"))
     console.print(f"kept {result.density:.1%} of the pruned layers' weights"
                   f"{' · channels removed physically' if args.shrink else ''} · wrote {args.out}")
     return 0

@@ -16,7 +16,8 @@ from .criteria import (CRITERIA, Criterion, LayerContext, LayerStats, criterion_
 from .engine import (SCOPES, PruneResult, Target, apply_masks, apply_patterns, collect_stats,
                      compute_scores, current_masks, global_patterns, layer_graph, make_permanent,
                      mask_dead_row_followers, mask_dead_rows, per_sample_grad_sq,
-                     compose_patterns, prunable_layers, prune_model)
+                     compose_patterns, prunable_layers, prune_model, rescore_steps,
+                     RESCORE_STEPS)
 from .gradual import GradualPruner
 from .method import PatternPruning, as_matrix, layer_mask, pattern_prune
 from .plan import PruningPlan, load_plan, plan_from_dict, save_plan
@@ -29,7 +30,7 @@ __all__ = [
     "SCOPES", "PruneResult", "Target", "apply_masks", "apply_patterns", "collect_stats",
     "compute_scores", "current_masks", "global_patterns", "layer_graph", "make_permanent",
     "mask_dead_row_followers", "mask_dead_rows", "per_sample_grad_sq", "compose_patterns",
-    "prunable_layers", "prune_model",
+    "prunable_layers", "prune_model", "rescore_steps", "RESCORE_STEPS",
     "GradualPruner", "PatternPruning", "as_matrix", "layer_mask", "pattern_prune",
     "PruningPlan", "load_plan", "plan_from_dict", "save_plan",
     "SCHEDULES", "agp_sparsity", "at_fraction", "iterative_fractions",

@@ -33,7 +33,7 @@ from ..patterns import SparsityPattern
 from ..workload import WorkloadLike, as_workload
 from .criteria import get_criterion
 from .engine import (SCOPES, PruneResult, _global_density, _prior_patterns, _resolve_patterns, _Run, _Session,
-                     current_masks, layer_graph, prunable_layers)
+                     current_masks, layer_graph, prunable_layers, rescore_steps)
 from .plan import PruningPlan
 from .schedules import agp_event
 
@@ -60,8 +60,8 @@ class GradualPruner:
         Calibration data, needed by data-driven criteria (taylor, hessian, activation, obs).
     plan : PruningPlan, optional
         Per-layer final patterns, instead of ``pattern``.
-    criterion, scope, min_density, row_floor, calib_batches, seed
-        As in :func:`~hwprune.prune.prune_model`.
+    criterion, scope, min_density, row_floor, calib_batches, rescore, seed
+        As in :func:`~hwprune.prune.prune_model` (``rescore`` scorings are spread over the events).
     start_step, end_step : int
         The first event fires after optimizer step ``start_step + Δt``, the last (the final
         pattern) after ``end_step``.
@@ -75,7 +75,8 @@ class GradualPruner:
                  end_step: int, data: WorkloadLike | str | None = None, plan: PruningPlan | None = None,
                  criterion: str = "l1", scope: str = "layer", start_step: int = 0, events: int = 4,
                  min_density: float = 0.02, row_floor: int = 1, calib_batches: int = 8,
-                 example_inputs: tuple[torch.Tensor, ...] | None = None, seed: int = 0) -> None:
+                 example_inputs: tuple[torch.Tensor, ...] | None = None, rescore: int | None = None,
+                 seed: int = 0) -> None:
         crit = get_criterion(criterion)
         if scope not in SCOPES:
             raise ConfigError(f"unknown scope {scope!r}; expected layer or global")
@@ -93,7 +94,7 @@ class GradualPruner:
         finals = _resolve_patterns(targets, order, pattern, plan)
         gd = _global_density(scope, finals, custom=plan is not None or isinstance(pattern, Mapping))
         run = _Run(crit, scope, "agp", n, 0, 1.0, min_density, _positive("calib_batches", calib_batches),
-                   _positive("row_floor", row_floor, zero=True), seed, False)
+                   _positive("row_floor", row_floor, zero=True), seed, False, rescore_steps(crit, scope, rescore))
         self._session = _Session(model, data, run, targets, order, followers, finals, gd,
                                  PruneResult(model, dict(finals), {}, crit.name, scope, "agp", n, 0),
                                  _prior_patterns(targets))

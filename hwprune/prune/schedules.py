@@ -20,7 +20,7 @@ import math
 from ..errors import ConfigError
 from ..patterns import NM, Block, Channel, Dense, SparsityPattern, Unstructured
 
-__all__ = ["SCHEDULES", "agp_sparsity", "agp_steps", "iterative_fractions", "at_fraction",
+__all__ = ["SCHEDULES", "agp_sparsity", "agp_steps", "iterative_fractions", "step_fractions", "at_fraction",
            "check_schedule", "finetune_split", "nm_levels", "check_agp_budget", "agp_event", "AGP_END"]
 
 #: AGP reaches the final sparsity after this fraction of the fine-tuning steps
@@ -108,9 +108,23 @@ def iterative_fractions(steps: int, density: float | None = None) -> list[float]
     same share of the weights still alive (Han et al. 2015), so the last round is no harsher
     than the first.  Without it, the fractions are linear (i/steps).
     """
+    return step_fractions(0.0, 1.0, steps, density)
+
+
+def step_fractions(start: float, end: float, steps: int, density: float | None = None) -> list[float]:
+    """``steps`` fractions of the final sparsity leading from ``start`` (exclusive) to ``end``.
+
+    The model's density 1 − f·(1 − ``density``) moves geometrically (each step removes the same
+    share of what is alive); linearly in f when the final ``density`` is not given.  The last
+    fraction is exactly ``end``.
+    """
+    end = float(end)
+    if steps <= 1 or end <= start:
+        return [end]
     if density is None or density >= 1.0:
-        return [i / steps for i in range(1, steps + 1)]
-    return [(1.0 - density ** (i / steps)) / (1.0 - density) for i in range(1, steps + 1)]
+        return [start + (end - start) * i / steps for i in range(1, steps)] + [end]
+    d0, d1 = 1.0 - start * (1.0 - density), 1.0 - end * (1.0 - density)
+    return [(1.0 - d0 * (d1 / d0) ** (i / steps)) / (1.0 - density) for i in range(1, steps)] + [end]
 
 
 def at_fraction(pattern: SparsityPattern, fraction: float, *, progress: float | None = None) -> SparsityPattern:
