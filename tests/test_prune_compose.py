@@ -166,6 +166,9 @@ def test_rescoring_rules_sub_steps_and_what_it_leaves_alone(cnn):
     assert nm.scorings == 3 and nm.history[0]["scorings"] == 3
     assert (nm.masks["conv2"].reshape(nm.masks["conv2"].shape[0], -1, 4).sum(-1) <= 1).all()
     assert nm.to_dict()["scorings"] == 3
+    # one scoring per round: iterative N:M rounds still step by i/k (2:8 in 3: 6:8, 4:8, 2:8)
+    it2 = prune_model(clone_model(base), "2:8", data=task, schedule="iterative", steps=3, finetune_epochs=0)
+    assert [h["patterns"]["conv2"] for h in it2.history] == ["6:8", "4:8", "2:8"] and it2.scorings == 3
 
 
 def test_defect_3_iterative_budget_goes_to_later_rounds_and_nm_levels_are_distinct():

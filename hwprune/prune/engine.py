@@ -888,7 +888,7 @@ class _Session:
         last = {n: at_fraction(p, f0, progress=p0) for n, p in self.finals.items()} if len(fracs) > 1 else None
         scorings = 0
         for i, f in enumerate(fracs):
-            prog = None if len(fracs) == 1 else p0 + (target - p0) * (i + 1) / len(fracs)
+            prog = progress if len(fracs) == 1 else p0 + (target - p0) * (i + 1) / len(fracs)
             pats = {n: at_fraction(p, f, progress=prog) for n, p in self.finals.items()}
             if pats == last and self.global_density is None:
                 continue
