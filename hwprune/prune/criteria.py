@@ -31,6 +31,10 @@ Built-in criteria
 
 A criterion with an ``update`` changes the kept weights (``weight_orig``) after the mask is
 chosen; the mask itself is still a ``torch.nn.utils.prune`` mask.
+
+A score is a snapshot of the model it was measured on.  Under global scope the engine re-scores
+the gradient criteria (``taylor``, ``hessian``) on the partly pruned model several times on the
+way to the final density (:func:`hwprune.prune.engine.rescore_steps`).
 """
 
 from __future__ import annotations
