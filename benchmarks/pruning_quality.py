@@ -6,6 +6,7 @@ baseline with the task's recipe, then
 * ``nm``        — l1 one-shot 2:4 and 1:4 with the default fine-tune (all tasks);
 * ``global90``  — every criterion at 90 % global unstructured (density 0.1), one-shot, with the
                   default fine-tune *and* without fine-tuning (what a sensitivity analysis sees);
+                  taylor/hessian re-score 16 times on the way unless ``--rescore`` says otherwise;
 * ``noft``      — 1:4 and 2:4 one-shot without fine-tuning (how hard the task is);
 * ``schedules`` — one-shot vs iterative (4 rounds) vs AGP (4 events) at equal total epochs, for
                   1:4 and 90 % global unstructured;
@@ -41,15 +42,15 @@ GRID = {"unstructured 50%": "unstructured:0.5", "unstructured 75%": "unstructure
 
 
 def run_one(base, task, *, label, criterion="l1", pattern, scope="layer", schedule="oneshot", steps=None,
-            epochs=None, seed, array, cycles=True, prune_seed=None):
+            epochs=None, seed, array, cycles=True, prune_seed=None, rescore=None):
     t0 = time.perf_counter()
     prune_seed = seed if prune_seed is None else prune_seed
     res = prune_model(clone_model(base), pattern, data=task, criterion=criterion, scope=scope,
-                      schedule=schedule, steps=steps, finetune_epochs=epochs, seed=prune_seed)
+                      schedule=schedule, steps=steps, finetune_epochs=epochs, seed=prune_seed, rescore=rescore)
     row = {"label": label, "criterion": criterion, "pattern": pattern, "scope": scope, "schedule": schedule,
            "steps": res.steps, "finetune_epochs": res.finetune_epochs, "seed": seed, "prune_seed": prune_seed,
            "accuracy": evaluate(res.model, task, "test"), "density": res.density,
-           "finetune_steps": res.finetune_steps, "notes": res.notes}
+           "finetune_steps": res.finetune_steps, "scorings": res.scorings, "notes": res.notes}
     if cycles:
         row["cycles"] = hardware_cost(res.model, task.example_inputs(1), array).cycles
         if pattern.startswith("channel"):  # zero rows save cycles only once removed physically
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                          "example)")
     ap.add_argument("--finetune-epochs", type=int, default=None,
                     help="fine-tune budget of every run (default: each task's own, a quarter of its training)")
+    ap.add_argument("--rescore", type=int, default=None, metavar="K",
+                    help="scorings from dense to the final pattern, every run (default: the engine's: 16 for "
+                         "taylor/hessian under global scope, else 1); --rescore 1 scores once")
     ap.add_argument("--array", default="os16x16")
     ap.add_argument("--criteria", nargs="+", default=CRITERIA)
     ap.add_argument("--table", action="store_true", help="also print a Markdown table on stderr")
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         return _merge(args)
     report = {"array": args.array, "finetune_epochs": args.finetune_epochs or "task default",
+              "rescore": args.rescore or "engine default",
               "seeds": args.seeds, "prune_seeds": args.prune_seeds, "tasks": {}}
     for name in args.tasks:
         task = load_task(name)
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                               "train_seconds": round(time.perf_counter() - t0, 2)})
             print(f"{name} seed {seed} fp32 {baselines[-1]['accuracy']:.4f}", file=sys.stderr, flush=True)
             for label, kw in plan_runs(args.sections, args.criteria):
-                kw = {"epochs": args.finetune_epochs, **kw}
+                kw = {"epochs": args.finetune_epochs, "rescore": args.rescore, **kw}
                 for k in range(args.prune_seeds):
                     r = run_one(base, task, label=label, seed=seed, prune_seed=seed + 100 * k, array=args.array, **kw)
                     rows.append(r)
@@ -198,7 +203,7 @@ def emit(report, args) -> int:
 def _merge(args) -> int:
     parts = [json.loads(open(f).read()) for f in args.merge]
     report = {"array": parts[0]["array"], "finetune_epochs": parts[0]["finetune_epochs"],
-              "prune_seeds": parts[0].get("prune_seeds", 1),
+              "prune_seeds": parts[0].get("prune_seeds", 1), "rescore": parts[0].get("rescore", "engine default"),
               "seeds": sorted({s for p in parts for s in p["seeds"]}), "tasks": {}}
     for name in dict.fromkeys(n for p in parts for n in p["tasks"]):
         got = [p["tasks"][name] for p in parts if name in p["tasks"]]
