@@ -7,6 +7,8 @@ import ast
 import importlib
 import pkgutil
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -83,3 +85,62 @@ def test_every_dependency_is_used(dep):
     token = other.split(" ")[0]
     sources = "".join(p.read_text() for f in ("hwprune", "rtl", "sim") for p in (ROOT / f).rglob("*.py"))
     assert token.split(".")[0] in sources or token in imported, name
+
+
+# -- startup: building the parser and the top-level help import nothing heavy ------------------
+
+#: what a registry or a command's run may import, but building the parser must not (~2 s of startup)
+HEAVY = ("torch", "scipy", "matplotlib", "amaranth", "ray", "onnx")
+
+
+def test_parser_and_top_level_help_import_nothing_heavy():
+    """Every command, `hwprune --help` included, builds the parser first: it must stay light."""
+    code = ("import sys, contextlib, io\n"
+            "from hwprune.cli import build_parser\n"
+            "parser = build_parser()\n"
+            "parser.format_help()\n"
+            "parser.parse_args(['estimate', 'bert_layer', '--array', 'os16x16', '--pattern', '2:4'])\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _help(command: str, parser=None) -> str:  # noqa: ANN001
+    """``hwprune COMMAND --help``, its whitespace made single spaces (argparse wraps lines)."""
+    sub = next(a for a in (parser or build_parser())._actions if a.dest == "command")
+    return " ".join(sub.choices[command].format_help().split())
+
+
+def test_help_names_every_registered_criterion_task_and_format():
+    from hwprune.export import ALL_FORMATS
+    from hwprune.prune.criteria import criterion_names
+    from hwprune.tasks import task_names
+
+    criteria, tasks = ", ".join(criterion_names()), ", ".join(task_names())
+    for command in ("prune", "search"):
+        text = _help(command)
+        assert f"known: {criteria}" in text, command
+        assert f"built-in tasks: {tasks}" in text, command
+    assert f"subset of {','.join(ALL_FORMATS)} " in _help("export")
+
+
+def test_help_shows_a_name_registered_after_the_parser_was_built(monkeypatch):
+    """The registries are the one list: help reads them when it is printed, not when it is built."""
+    from hwprune import tasks
+    from hwprune.prune import criteria
+
+    parser = build_parser()
+    monkeypatch.setattr(criteria, "CRITERIA", dict(criteria.CRITERIA))
+    monkeypatch.setattr(tasks, "TASKS", dict(tasks.TASKS))
+    criteria.register_criterion("my_criterion", lambda ctx: ctx.weight.abs())
+    tasks.register_task("my_task", tasks.TASKS["digits_cnn"])
+    for command in ("prune", "search"):
+        text = _help(command, parser)
+        assert "my_criterion" in text and "my_task" in text, command
+
+
+def test_every_help_text_is_filled_in():
+    """A help placeholder (``%(tasks)s``…) left in a command's help means its formatter cannot fill it."""
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        assert "%(" not in parser.format_help(), name

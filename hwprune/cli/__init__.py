@@ -5,6 +5,11 @@ its parser (with a one-line ``help``, which ``hwprune --help`` lists) and sets `
 function ``(args) -> int``.  A new command appends its module name to :data:`COMMANDS`.
 Library errors (:class:`~hwprune.errors.HwPruneError`) and usage errors become one line on
 stderr and exit code 2.
+
+Building the parser must stay cheap: every command, ``--help`` included, pays for it.  ``register``
+imports nothing heavy (torch, scipy, matplotlib, amaranth, ray, onnx are imported inside ``run``),
+and help texts name registered things through :mod:`hwprune.cli.helptext` placeholders, filled in
+only when help is printed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import importlib
 import sys
 
 from ..errors import HwPruneError
+from .helptext import HelpFormatter
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -35,7 +41,11 @@ class _UsageError(HwPruneError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so usage errors are one line and exit 2 too."""
+    """argparse that raises instead of exiting, so usage errors are one line and exit 2 too; its
+    help (and its sub-commands', which are made by this class) fills in helptext placeholders."""
+
+    def __init__(self, *args, formatter_class: type[argparse.HelpFormatter] = HelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise _UsageError(f"{self.prog}: {message}")

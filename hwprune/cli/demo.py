@@ -9,6 +9,7 @@ from typing import Self
 
 from ..config import preset_names
 from .args import nonnegative_int
+from .helptext import RawDescriptionHelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "Exit code "
                "1 when a check fails (the simulated RTL disagrees with the integer reference or "
                "the cost model); the summary and report are still written.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--out", default="hwprune_demo", metavar="DIR", help="output directory (default: hwprune_demo)")
     p.add_argument("--array", default="os8x8", metavar="PRESET|FILE.toml",
                    help=f"array preset ({', '.join(preset_names())}) or a TOML file (default: os8x8)")

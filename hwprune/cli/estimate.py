@@ -9,6 +9,7 @@ from ..config import load_array, preset_names
 from ..cost import ModelCost, estimate_model
 from ..patterns import PATTERN_SYNTAX, Dense, parse_pattern
 from .args import positive_int
+from .helptext import RawDescriptionHelpFormatter
 
 PATTERN_HELP = (f"sparsity pattern applied to every weight layer: {PATTERN_SYNTAX}. Default: each "
                 "layer's own (a CSV Sparsity column, a pruned checkpoint), else dense")
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune estimate mypkg.models:make_model --input-shape 1,3,32,32   # your torch model\n"
                "MODEL is a zoo name, an .onnx file, a SCALE-Sim .csv, a checkpoint saved by "
                "`hwprune prune`, or the import path of a function returning a torch.nn.Module.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL",
                    help="zoo name, .onnx, SCALE-Sim .csv, hwprune .pt checkpoint, or pkg.mod:make_model")
     p.add_argument("--input-shape", default=None, metavar="1,3,32,32",
@@ -52,16 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..prune.plan import load_plan
-    from ..search.costs import plan_cost
 
     if args.plan is not None and args.pattern is not None:
         raise ConfigError("give at most one of --pattern and --plan")
-    plan = load_plan(args.plan) if args.plan is not None else None
+    plan = _load_plan(args.plan) if args.plan is not None else None
     array = load_array(args.array or (plan.array if plan else "os16x16"))
     pattern = parse_pattern(args.pattern) if args.pattern is not None else None
     specs = _user_or_file(args)
-    cost = plan_cost(specs, plan, array) if plan else estimate_model(specs, array, pattern)
+    cost = _plan_cost(specs, plan, array) if plan else estimate_model(specs, array, pattern)
     dense = estimate_model(specs, array, Dense(), masks={}) if pattern is not None or plan or any(
         layer.pattern != "dense" for layer in cost.layers) else cost
     if args.json:
@@ -75,6 +74,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         render(cost, dense, title=f"{args.model} on {array.name}")
     return 0
+
+
+# hwprune.prune and hwprune.search import torch and scipy when imported: only a --plan needs them
+def _load_plan(path: str):
+    from ..prune.plan import load_plan
+
+    return load_plan(path)
+
+
+def _plan_cost(specs: list, plan, array) -> ModelCost:  # noqa: ANN001
+    from ..search.costs import plan_cost
+
+    return plan_cost(specs, plan, array)
 
 
 def _user_or_file(args: argparse.Namespace) -> list:

@@ -7,11 +7,10 @@ import json
 
 from ..config import preset_names
 from .args import add_data_argument
+from .helptext import RawDescriptionHelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..export import ALL_FORMATS
-
     p = sub.add_parser(
         "export", help="export a pruned checkpoint: ONNX float/QDQ int8 and FPGA memory images",
         description="Quantize a checkpoint saved by `hwprune prune` to int8 (per-channel weights,\n"
@@ -28,13 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune export cnn24.pt --array os16x16 --out cnn24_export/\n"
                "  hwprune export cnn24.pt --array os8x8 --out img/ --formats hex,coe --batch 4 --force\n"
                "  hwprune export --verify cnn24_export/",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", metavar="CKPT", help="checkpoint written by hwprune prune")
     p.add_argument("--array", metavar="PRESET|FILE.toml",
                    help=f"array the images are laid out for ({', '.join(preset_names())} or TOML)")
     p.add_argument("--out", metavar="DIR", help="output directory (refused if it exists, unless --force)")
-    p.add_argument("--formats", default=",".join(ALL_FORMATS),
-                   help=f"comma-separated subset of {','.join(ALL_FORMATS)} (default: all)")
+    p.add_argument("--formats", default=None,
+                   help="comma-separated subset of %(formats)s (default: all)")
     p.add_argument("--calib", type=int, default=256, metavar="N",
                    help="calibration examples from the checkpoint's task or --data (default 256)")
     add_data_argument(p, "calibration batches come from train and the test batch from test "
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from ..usermodel import checkpoint_workload
     from ..workload import first_examples
 
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    formats = list(ALL_FORMATS) if args.formats is None else [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = [f for f in formats if f not in ALL_FORMATS]
     if bad or not formats:
         raise ConfigError(f"--formats: unknown format {bad[0] if bad else '(none)'!r} (known: {','.join(ALL_FORMATS)})")

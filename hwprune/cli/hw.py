@@ -10,6 +10,7 @@ from ..config import load_array, preset_names
 from ..errors import ConfigError, UnsupportedLayerError
 from ..io import write_text
 from .args import add_data_argument, nonnegative_int, positive_int
+from .helptext import RawDescriptionHelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune rtl --array os8x8 --pattern dense --out build/ --stats --ice40\n"
                "One design serves every layer of its (array, N:M): layers are memory images "
                "(see `hwprune sim`).",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("--array", required=True, metavar="PRESET|FILE.toml",
                    help=f"array preset ({arrays}) or a TOML file")
     p.add_argument("--pattern", default="2:4", help="N:M pattern the design issues, or dense (default 2:4)")
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune sim lenet300100 --layer fc2 --array os8x8 --pattern 1:4 --json\n"
                "  hwprune sim --gemm 8,16,8 --array os8x8 --backend amaranth --vcd trace.vcd\n"
                "Exit code 1 when a layer is not bit-exact or not cycle-exact.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=RawDescriptionHelpFormatter)
     s.add_argument("model", nargs="?", metavar="MODEL_OR_CKPT", help="zoo name, .onnx, .csv or checkpoint")
     s.add_argument("--layer", help="simulate only this layer")
     s.add_argument("--gemm", metavar="M,K,N", help="a random int8 GEMM instead of a model")

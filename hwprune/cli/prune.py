@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import preset_names
 from ..patterns import PATTERN_SYNTAX
 from .args import add_data_argument, density, nonnegative_int, positive_int
+from .helptext import RawDescriptionHelpFormatter
 
 CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (first-order, per "
                  "sample: mean of |w·∂ℓᵢ/∂w|), "
@@ -21,9 +22,6 @@ PATTERN_HELP = (f"sparsity pattern for every weight layer: {PATTERN_SYNTAX}; any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..prune.criteria import criterion_names
-    from ..tasks import task_names
-
     p = sub.add_parser(
         "prune", help="prune (and fine-tune) a built-in task, a checkpoint or your own model",
         description="Prune a model with any criterion × any sparsity pattern, on a schedule, with "
@@ -37,13 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune prune mypkg.models:make_model --data mypkg.data:make_loaders --pattern 2:4 --out my24.pt\n"
                "a model given by import path is built by calling that function (it returns a trained\n"
                "nn.Module); --data names a function returning (train_loader, val_loader[, loss_fn[, metric]])\n"
-               f"built-in tasks: {', '.join(task_names())}",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "built-in tasks: %(tasks)s",
+        formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="TASK|CKPT|pkg.mod:factory",
                    help="built-in task (trained first, seeded), a checkpoint saved by hwprune prune, or "
                         "the import path of a function returning your trained model")
     add_data_argument(p, "needed for a model given by import path, else replaces a checkpoint's task")
-    p.add_argument("--criterion", default=None, metavar="NAME", help=CRITERIA_HELP + f"; known: {', '.join(criterion_names())}"
+    p.add_argument("--criterion", default=None, metavar="NAME", help=CRITERIA_HELP + "; known: %(criteria)s"
                    "; with --plan, default: the criterion the plan was searched with (its masks)")
     p.add_argument("--pattern", default=None, help=PATTERN_HELP)
     p.add_argument("--plan", default=None, metavar="PLAN.json",

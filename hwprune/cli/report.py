@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .helptext import RawDescriptionHelpFormatter
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the search's Pareto front, masks, accuracy by stage, RTL cells, simulation "
                     "exactness and exported files with their sha256.",
         epilog="example:\n  hwprune report hwprune_demo --force",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("dir", metavar="DIR", help="a directory written by `hwprune demo`")
     p.add_argument("--force", action="store_true", help="overwrite an existing report.html")
     p.set_defaults(func=run)

@@ -9,15 +9,12 @@ from pathlib import Path
 
 from ..config import preset_names
 from .args import add_data_argument, density, nonnegative_int, positive_int, positive_number
+from .helptext import RawDescriptionHelpFormatter
 
 CRITERION_HELP = "importance criterion that makes each candidate's mask, as prune does (default: l1)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..prune.criteria import criterion_names
-    from ..search.candidates import CANDIDATES_SYNTAX
-    from ..tasks import task_names
-
     p = sub.add_parser(
         "search", help="choose a sparsity pattern per layer under a cycle/energy/bytes budget",
         description="Measure how much every layer suffers under every candidate pattern (one shot, "
@@ -33,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune search mypkg.models:trained --data mypkg.data:make_loaders --budget 0.5 --out mine.json\n"
                "then: hwprune prune digits_cnn --plan plan.json --out pruned.pt; "
                "hwprune estimate digits_cnn --plan plan.json\n"
-               f"built-in tasks: {', '.join(task_names())}",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "built-in tasks: %(tasks)s",
+        formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="TASK_OR_CKPT",
                    help="built-in task (trained first, seeded as prune does), a checkpoint saved by "
                         "hwprune prune, or pkg.module:make_model (a trained nn.Module; needs --data)")
@@ -48,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--energy-uj", type=positive_number, default=None, metavar="E", help="energy per inference ≤ E µJ")
     b.add_argument("--weight-kib", type=positive_number, default=None, metavar="B",
                    help="stored weights and N:M indices ≤ B KiB")
-    p.add_argument("--criterion", default="l1", metavar="NAME", help=CRITERION_HELP + f"; known: {', '.join(criterion_names())}")
-    p.add_argument("--candidates", default=None, metavar="LIST", help=CANDIDATES_SYNTAX +
+    p.add_argument("--criterion", default="l1", metavar="NAME", help=CRITERION_HELP + "; known: %(criteria)s")
+    p.add_argument("--candidates", default=None, metavar="LIST", help="%(candidates_syntax)s" +
                    " (default: dense, the array's N:M and one below, channel 0.75/0.5/0.25/0.125, "
                    "tile-aligned blocks 0.5/0.25, unstructured 0.5/0.25); "
                    "write --candidates=-unstructured when the list starts with '-'")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .helptext import RawDescriptionHelpFormatter
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  hwprune sweep bert_layer --space space.toml --out sweep/ --engine ray\n"
                "  hwprune sweep resnet18 --space space.toml --out sweep/ --resume   # after an interruption\n"
                "The space file format is documented in hwprune.sweep.space (python -m pydoc).",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", metavar="MODEL", help="zoo names, .onnx, SCALE-Sim .csv or checkpoints")
     p.add_argument("--space", required=True, metavar="SPACE.toml", help="the design space and patterns")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
