@@ -56,11 +56,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plan is not None and args.pattern is not None:
         raise ConfigError("give at most one of --pattern and --plan")
-    plan = _load_plan(args.plan) if args.plan is not None else None
+    plan = None
+    if args.plan is not None:  # hwprune.prune and hwprune.search import torch and scipy: only a plan needs them
+        from ..prune.plan import load_plan
+
+        plan = load_plan(args.plan)
     array = load_array(args.array or (plan.array if plan else "os16x16"))
     pattern = parse_pattern(args.pattern) if args.pattern is not None else None
     specs = _user_or_file(args)
-    cost = _plan_cost(specs, plan, array) if plan else estimate_model(specs, array, pattern)
+    if plan is not None:
+        from ..search.costs import plan_cost
+
+        cost = plan_cost(specs, plan, array)
+    else:
+        cost = estimate_model(specs, array, pattern)
     dense = estimate_model(specs, array, Dense(), masks={}) if pattern is not None or plan or any(
         layer.pattern != "dense" for layer in cost.layers) else cost
     if args.json:
@@ -74,19 +83,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         render(cost, dense, title=f"{args.model} on {array.name}")
     return 0
-
-
-# hwprune.prune and hwprune.search import torch and scipy when imported: only a --plan needs them
-def _load_plan(path: str):
-    from ..prune.plan import load_plan
-
-    return load_plan(path)
-
-
-def _plan_cost(specs: list, plan, array) -> ModelCost:  # noqa: ANN001
-    from ..search.costs import plan_cost
-
-    return plan_cost(specs, plan, array)
 
 
 def _user_or_file(args: argparse.Namespace) -> list:
