@@ -166,6 +166,13 @@ def test_rescoring_rules_sub_steps_and_what_it_leaves_alone(cnn):
     assert nm.scorings == 3 and nm.history[0]["scorings"] == 3
     assert (nm.masks["conv2"].reshape(nm.masks["conv2"].shape[0], -1, 4).sum(-1) <= 1).all()
     assert nm.to_dict()["scorings"] == 3
+    # GradualPruner spreads them over its events the same way (hessian, global: 16 over 2 events)
+    from hwprune.prune import GradualPruner
+
+    gp = GradualPruner(clone_model(base), "unstructured:0.1", data=task, criterion="hessian", scope="global",
+                       end_step=2, events=2)
+    assert [gp.step(), gp.step()] == [True, True] and gp.done
+    assert [h["scorings"] for h in gp.result.history] == [8, 8] and abs(gp.result.density - 0.1) < 1e-3
     # one scoring per round: iterative N:M rounds still step by i/k (2:8 in 3: 6:8, 4:8, 2:8)
     it2 = prune_model(clone_model(base), "2:8", data=task, schedule="iterative", steps=3, finetune_epochs=0)
     assert [h["patterns"]["conv2"] for h in it2.history] == ["6:8", "4:8", "2:8"] and it2.scorings == 3
