@@ -123,11 +123,12 @@ def test_criteria_mean_what_they_say():
     r1 = compute_scores(model, task, "random", pats, seed=1, targets=t)["0"]
     assert torch.equal(r1, compute_scores(model, task, "random", pats, seed=1, targets=t)["0"])
     assert not torch.equal(r1, compute_scores(model, task, "random", pats, seed=2, targets=t)["0"])
-    # Wanda: |w_ij|·‖x_j‖ with x the layer input over the calibration batches
+    # Wanda: |w_ij|·‖x_j‖ with x the layer input over the calibration batches, L2-normalised per layer
     x = torch.cat([b.inputs[0] for b in task.batches("train", shuffle=True,
                                                       generator=torch.Generator().manual_seed(0))])
     act = compute_scores(model, task, "activation", pats, targets=t)["0"]
-    assert torch.allclose(act, w.abs() * x.double().norm(dim=0)[None, :], rtol=1e-5)
+    wanda = w.abs() * x.double().norm(dim=0)[None, :]
+    assert torch.allclose(act, wanda / wanda.norm(), rtol=1e-5)  # normalised over the layer
     # channels: mean |output| of each channel
     ch = compute_scores(model, task, "activation", {"0": Channel(0.5)}, targets=t)["0"]
     out = model[0](x).abs().mean(0).double()

@@ -14,7 +14,7 @@ from .helptext import RawDescriptionHelpFormatter
 CRITERIA_HELP = ("importance criterion: l1 (|w|), l2 (w²), random (seeded), taylor (first-order, per "
                  "sample: mean of |w·∂ℓᵢ/∂w|), "
                  "hessian (OBD ½·F·w², F the diagonal empirical Fisher: mean of per-sample squared "
-                 "gradients), activation (Wanda |w|·‖x‖; channels: mean "
+                 "gradients), activation (Wanda |w|·‖x‖, layer-normalised; channels: mean "
                  "|activation|), obs (Optimal Brain Surgeon w²/[H⁻¹]_kk with H = XᵀX of the layer's "
                  "calibration inputs, then the kept weights re-fitted by least squares). Default: l1")
 PATTERN_HELP = (f"sparsity pattern for every weight layer: {PATTERN_SYNTAX}; any N<M; channel pruning "
