@@ -19,6 +19,10 @@ writes the JSON atomically.  Figures, not asserts.
     python benchmarks/pruning_quality.py --seeds 0 1 2 --table
     python benchmarks/pruning_quality.py --tasks digits_cnn --sections global90 --seeds 0 1
     python benchmarks/pruning_quality.py --tasks digits_cnn --sections schedules --seeds 0 1 2 --prune-seeds 4
+
+Running several at once (e.g. one process per task), give each ``OMP_NUM_THREADS=1``: the
+models are small, and two processes with two intra-op threads each on two cores ran 20–60×
+slower (the whole default run took ~4 min as two single-threaded processes).
 """
 
 from __future__ import annotations
