@@ -229,12 +229,18 @@ def _max_pool_int(x: np.ndarray, p: MaxPool) -> np.ndarray:
     return win.max(axis=(4, 5))
 
 
+@dataclass(frozen=True, slots=True)
 class IntegerModel:
     """What every int8 model offers on top of its ``run`` and ``layers`` (:class:`QuantModel`,
-    :class:`~hwprune.quant.transformer.QuantTransformer`): layers by name, outputs, logits,
-    predictions."""
+    :class:`~hwprune.quant.transformer.QuantTransformer`): the array's bit widths and how it was
+    calibrated (keyword-only fields, so each model's own fields come first), layers by name,
+    outputs, logits, predictions."""
 
-    __slots__ = ()
+    weight_bits: int = field(default=8, kw_only=True)
+    act_bits: int = field(default=8, kw_only=True)
+    acc_bits: int = field(default=32, kw_only=True)
+    calibration: Calibration = field(default_factory=Calibration, kw_only=True)
+    calib_examples: int = field(default=0, kw_only=True)
 
     @property
     def act_range(self) -> tuple[int, int]:
@@ -270,11 +276,6 @@ class QuantModel(IntegerModel):
     steps: tuple[QStep, ...]
     input_scale: float
     input_shape: tuple[int, ...]
-    weight_bits: int = 8
-    act_bits: int = 8
-    acc_bits: int = 32
-    calibration: Calibration = field(default_factory=Calibration)
-    calib_examples: int = 0
 
     @property
     def layers(self) -> tuple[QuantLayer, ...]:
@@ -392,8 +393,10 @@ class QuantModel(IntegerModel):
             bits = data["bits"]
             cal = data["calibration"]
             return cls(steps, float(data["input_scale"]), tuple(int(v) for v in data["input_shape"]),
-                       int(bits["weight"]), int(bits["activation"]), int(bits["accumulator"]),
-                       Calibration(cal["method"], float(cal["percentile"])), int(cal.get("examples", 0)))
+                       weight_bits=int(bits["weight"]), act_bits=int(bits["activation"]),
+                       acc_bits=int(bits["accumulator"]),
+                       calibration=Calibration(cal["method"], float(cal["percentile"])),
+                       calib_examples=int(cal.get("examples", 0)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a quantized-model description: {type(exc).__name__}: {exc}") from None
 
@@ -550,7 +553,8 @@ def quantize_steps(steps: tuple, x: torch.Tensor, *, calibration: Calibration,
             scale = s_out
         shape = tuple(outs[j].shape[1:])
         i = j + 1
-    return QuantModel(tuple(out_steps), s_in0, tuple(x.shape[1:]), wb, ab, accb, calibration, int(x.shape[0]))
+    return QuantModel(tuple(out_steps), s_in0, tuple(x.shape[1:]), weight_bits=wb, act_bits=ab, acc_bits=accb,
+                      calibration=calibration, calib_examples=int(x.shape[0]))
 
 
 #: the smallest requantization multiplier a channel gets (2^-24: far below one output step)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -142,11 +142,6 @@ class QuantTransformer(IntegerModel):
     encoder: tuple[QuantEncoderLayer, ...]
     pool: tuple[int, int]
     head: QuantLayer
-    weight_bits: int = 8
-    act_bits: int = 8
-    acc_bits: int = 32
-    calibration: Calibration = field(default_factory=Calibration)
-    calib_examples: int = 0
 
     @property
     def vocab(self) -> int:
@@ -412,5 +407,5 @@ def quantize_transformer(model: nn.Module, data: object, *, calib: int = 256,
     s_p = scale_of(recs[-1]["pooled"], "mean pooling")
     pool = quantize_multiplier(s_x / (tokens.shape[1] * s_p))
     head = linear("head", m.head.weight, m.head.bias, s_p, None)
-    return QuantTransformer(_readonly(embedding), float(s_in), tuple(layers), pool, head, wb, ab, accb,
-                            calib_cfg, int(tokens.shape[0]))
+    return QuantTransformer(_readonly(embedding), float(s_in), tuple(layers), pool, head, weight_bits=wb,
+                            act_bits=ab, acc_bits=accb, calibration=calib_cfg, calib_examples=int(tokens.shape[0]))
